@@ -1,0 +1,121 @@
+//! Bearer token extraction (RFC 6750 §2.1, OAuth 2.1 §5.1).
+//!
+//! Only the `Authorization` header counts. A token in the query string (`access_token=`) or a
+//! form body is never accepted; the gateway strips it before forwarding. The scheme is
+//! case-insensitive, the credentials must be `token68`, and two credentials are a malformed
+//! request (400), because different components picking different ones is how confusion
+//! attacks start.
+
+use crate::http::Request;
+
+/// Result of looking for bearer credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    /// No bearer credentials (no header, or another scheme such as `Basic`).
+    None,
+    /// A syntactically valid bearer token.
+    Token(&'a str),
+    /// Malformed: the reason is a fixed text for `error_description`.
+    Malformed(&'static str),
+}
+
+/// RFC 7235 token68: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub fn is_token68(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+}
+
+/// Finds the bearer token of a request.
+pub fn extract<'a>(req: &Request<'a>) -> Bearer<'a> {
+    let value = match req.single_header("authorization") {
+        Err(_) => return Bearer::Malformed("Only one Authorization header is allowed"),
+        Ok(None) => return Bearer::None,
+        Ok(Some(v)) => v,
+    };
+    let value = value.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = match value.split_once([' ', '\t']) {
+        Some((s, r)) => (s, r.trim_start_matches([' ', '\t'])),
+        None => (value, ""),
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        if scheme.is_empty() {
+            return Bearer::Malformed("The Authorization header is malformed");
+        }
+        return Bearer::None;
+    }
+    if rest.is_empty() {
+        return Bearer::Malformed("The bearer credentials are empty");
+    }
+    if !is_token68(rest) {
+        return Bearer::Malformed("The bearer credentials are malformed");
+    }
+    Bearer::Token(rest)
+}
+
+/// Removes `access_token` parameters from a path's query, returning the new path when any
+/// were present. Tokens in URLs leak into logs and upstream; we never accept them and never
+/// forward them.
+pub fn strip_query_token(path: &str) -> Option<alloc::string::String> {
+    let (p, q) = path.split_once('?')?;
+    let is_token = |kv: &str| {
+        let k = kv.split_once('=').map_or(kv, |(k, _)| k);
+        k == "access_token"
+    };
+    if !q.split('&').any(is_token) {
+        return None;
+    }
+    let kept: alloc::vec::Vec<&str> = q.split('&').filter(|kv| !is_token(kv)).collect();
+    let mut out = alloc::string::String::from(p);
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(headers: &'a [(&'a str, &'a str)]) -> Request<'a> {
+        Request {
+            method: "GET",
+            scheme: "https",
+            authority: "h",
+            path: "/",
+            headers,
+        }
+    }
+
+    #[test]
+    fn extraction() {
+        assert_eq!(extract(&req(&[])), Bearer::None);
+        assert_eq!(extract(&req(&[("Authorization", "Bearer abc.def-_~+/==")])), Bearer::Token("abc.def-_~+/=="));
+        assert_eq!(extract(&req(&[("authorization", "bearer abc")])), Bearer::Token("abc"));
+        assert_eq!(extract(&req(&[("authorization", "BEARER   abc")])), Bearer::Token("abc"));
+        assert_eq!(extract(&req(&[("authorization", "Basic dXNlcjpwdw==")])), Bearer::None);
+        assert!(matches!(extract(&req(&[("authorization", "Bearer")])), Bearer::Malformed(_)));
+        assert!(matches!(extract(&req(&[("authorization", "Bearer ")])), Bearer::Malformed(_)));
+        assert!(matches!(extract(&req(&[("authorization", "Bearer a b")])), Bearer::Malformed(_)));
+        assert!(matches!(extract(&req(&[("authorization", "Bearer a,Bearer b")])), Bearer::Malformed(_)));
+        assert!(matches!(extract(&req(&[("authorization", "Bearer ===")])), Bearer::Malformed(_)));
+        assert!(matches!(extract(&req(&[("authorization", "Bearer \"x\"")])), Bearer::Malformed(_)));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")])),
+            Bearer::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn query_tokens_are_stripped() {
+        assert_eq!(strip_query_token("/mcp"), None);
+        assert_eq!(strip_query_token("/mcp?a=1"), None);
+        assert_eq!(strip_query_token("/mcp?access_token=x").as_deref(), Some("/mcp"));
+        assert_eq!(strip_query_token("/mcp?a=1&access_token=x&b=2").as_deref(), Some("/mcp?a=1&b=2"));
+        assert_eq!(strip_query_token("/mcp?access_token").as_deref(), Some("/mcp"));
+        assert_eq!(strip_query_token("/mcp?xaccess_token=1"), None);
+    }
+}

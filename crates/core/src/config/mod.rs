@@ -1,0 +1,663 @@
+//! The one configuration format, shared by every host (Envoy filter config, Istio
+//! `WasmPlugin.pluginConfig`, Worker variable), and its validation.
+//!
+//! [`Config::from_json`] either returns a fully checked configuration or a [`ConfigError`]
+//! that names the offending field by its path (`resources[0].issuers[1].remote_jwks.http_uri.uri`).
+//! There is no half-configured state: a host that cannot load its config must refuse to
+//! start, so that no request is ever let through unchecked. Everything that can be computed
+//! once (the metadata document, the metadata URL, normalised audiences, header names) is
+//! computed here, not per request.
+
+mod raw;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::crypto::{AlgSet, Algorithm};
+use crate::keys::IssuerId;
+use crate::metadata;
+use crate::uri;
+
+/// A configuration error, naming the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field, e.g. `resources[0].issuers[1].remote_jwks.http_uri.uri`; empty for
+    /// the document itself.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "config: {}", self.message)
+        } else {
+            write!(f, "config: {}: {}", self.path, self.message)
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+/// What to do with a request that no configured resource covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmatched {
+    /// Refuse it (403). The default: a path the filter does not recognise is not let through.
+    Deny,
+    /// Pass it upstream untouched (for health checks and public paths on the same host).
+    Allow,
+}
+
+/// Whether the JOSE `typ` header is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TypPolicy {
+    /// Require `at+jwt` or `application/at+jwt`, case-insensitively (RFC 9068 §4).
+    AtJwt,
+    /// Accept any `typ` (some identity providers still send `JWT`).
+    Any,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) issuers: Vec<Issuer>,
+    pub(crate) unmatched: Unmatched,
+    pub(crate) token_cache_max_entries: usize,
+    pub(crate) max_token_bytes: usize,
+}
+
+/// One protected resource (one MCP endpoint).
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// The canonical resource identifier exactly as configured (and as published).
+    pub resource: String,
+    pub(crate) hosts: Option<Vec<String>>,
+    /// Path prefix this resource protects, without a trailing `/` (empty for the origin).
+    pub(crate) route_prefix: String,
+    /// Path of the path-inserted well-known metadata URL.
+    pub(crate) metadata_path: String,
+    /// Absolute metadata URL, as advertised in `resource_metadata`.
+    pub(crate) metadata_url: String,
+    /// The serialized RFC 9728 document.
+    pub(crate) metadata_body: String,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) fold_origin_slash: bool,
+    pub(crate) issuers: Vec<IssuerId>,
+    pub(crate) required_scopes: Vec<String>,
+    /// `scope` value of the no-credentials challenge, if any.
+    pub(crate) challenge_scope: Option<String>,
+    pub(crate) forward: bool,
+    pub(crate) claim_to_headers: Vec<(String, String)>,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) metadata_max_age: u32,
+    pub(crate) preflight_max_age: u32,
+}
+
+/// A trusted issuer of one resource.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    /// The `iss` value, compared exactly.
+    pub issuer: String,
+    /// The resource this issuer belongs to (index into the config's resources).
+    pub resource: usize,
+    pub(crate) algorithms: AlgSet,
+    /// Where its keys come from.
+    pub source: KeySource,
+    pub(crate) typ: TypPolicy,
+    pub(crate) clock_skew: u64,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A JWKS document given in the config.
+    Local(String),
+    /// A JWKS document the host fetches.
+    Remote(RemoteJwks),
+}
+
+/// How a host fetches and caches a remote JWKS. Times are in seconds.
+#[derive(Debug, Clone)]
+pub struct RemoteJwks {
+    /// The JWKS URL.
+    pub uri: String,
+    /// `host[:port]` of [`Self::uri`], for the `:authority` of a proxied fetch.
+    pub authority: String,
+    /// Path and query of [`Self::uri`].
+    pub path: String,
+    /// Envoy cluster that reaches the JWKS server (required by the Envoy host).
+    pub cluster: Option<String>,
+    /// Fetch timeout in milliseconds.
+    pub timeout_ms: u32,
+    /// Lifetime of fetched keys when the response has no usable `Cache-Control: max-age`.
+    pub cache_duration: u32,
+    /// Lower bound on a `max-age` (refresh no more often than this).
+    pub min_cache_duration: u32,
+    /// Upper bound on a `max-age` (refresh at least this often).
+    pub max_cache_duration: u32,
+    /// How long after the last successful fetch cached keys keep serving while the JWKS
+    /// endpoint fails.
+    pub max_staleness: u32,
+    /// Minimum time between two refetches triggered by an unknown `kid` or a failure.
+    pub refetch_cooldown: u32,
+    /// `Retry-After` sent with a 503 while no keys are usable.
+    pub retry_after: u32,
+    /// Largest JWKS body the host accepts.
+    pub max_body_bytes: u32,
+}
+
+impl Config {
+    /// Parses and validates a JSON configuration.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigError::new(path, strip_position(&e.into_inner().to_string()))
+        })?;
+        de.end()
+            .map_err(|_| ConfigError::new("", "trailing characters after the JSON document"))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: raw::RawConfig) -> Result<Self, ConfigError> {
+        if raw.resources.is_empty() {
+            return Err(ConfigError::new("resources", "at least one resource is required"));
+        }
+        let unmatched = match raw.unmatched_requests.as_deref() {
+            None | Some("deny") => Unmatched::Deny,
+            Some("allow") => Unmatched::Allow,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "unmatched_requests",
+                    "must be \"deny\" or \"allow\"",
+                ))
+            }
+        };
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(16 * 1024) as usize;
+        if !(512..=65536).contains(&max_token_bytes) {
+            return Err(ConfigError::new("max_token_bytes", "must be between 512 and 65536"));
+        }
+        let token_cache_max_entries = raw
+            .token_cache
+            .and_then(|t| t.max_entries)
+            .unwrap_or(4096) as usize;
+        if token_cache_max_entries > 1_000_000 {
+            return Err(ConfigError::new(
+                "token_cache.max_entries",
+                "must be at most 1000000",
+            ));
+        }
+
+        let mut resources = Vec::with_capacity(raw.resources.len());
+        let mut issuers = Vec::new();
+        for (i, r) in raw.resources.into_iter().enumerate() {
+            let p = format!("resources[{i}]");
+            resources.push(resource(r, &p, i, &mut issuers)?);
+        }
+        for (i, a) in resources.iter().enumerate() {
+            for (j, b) in resources.iter().enumerate().skip(i + 1) {
+                let hosts_overlap = match (&a.hosts, &b.hosts) {
+                    (Some(x), Some(y)) => x.iter().any(|h| y.contains(h)),
+                    _ => true,
+                };
+                if hosts_overlap && a.route_prefix == b.route_prefix {
+                    return Err(ConfigError::new(
+                        format!("resources[{j}].resource"),
+                        format!("protects the same path as resources[{i}]; give them distinct paths or hosts"),
+                    ));
+                }
+            }
+        }
+        Ok(Config {
+            resources,
+            issuers,
+            unmatched,
+            token_cache_max_entries,
+            max_token_bytes,
+        })
+    }
+
+    /// The configured resources.
+    pub fn resources(&self) -> &[Resource] {
+        &self.resources
+    }
+
+    /// Every issuer of every resource, with the id the [`crate::KeyStore`] knows it by.
+    pub fn issuers(&self) -> impl Iterator<Item = (IssuerId, &Issuer)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .map(|(i, iss)| (IssuerId(i), iss))
+    }
+
+    /// One issuer by id.
+    pub fn issuer(&self, id: IssuerId) -> Option<&Issuer> {
+        self.issuers.get(id.0)
+    }
+
+    /// Capacity of the verified-token cache (0 disables it).
+    pub fn token_cache_max_entries(&self) -> usize {
+        self.token_cache_max_entries
+    }
+}
+
+/// serde_json appends " at line 1 column 42"; the path already says where.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(msg).to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn resource(
+    r: raw::RawResource,
+    p: &str,
+    index: usize,
+    issuers_out: &mut Vec<Issuer>,
+) -> Result<Resource, ConfigError> {
+    let rp = format!("{p}.resource");
+    let parts = uri::parse(&r.resource)
+        .ok_or_else(|| ConfigError::new(&rp, "must be an absolute URI (https://host/path)"))?;
+    check_web_uri(&r.resource, &rp)?;
+    if parts.fragment.is_some() {
+        return Err(ConfigError::new(&rp, "must not contain a fragment (RFC 8707 §2)"));
+    }
+    if parts.query.is_some() {
+        return Err(ConfigError::new(&rp, "must not contain a query"));
+    }
+    let route_prefix = parts.path.trim_end_matches('/').to_string();
+    let metadata_path = format!("{}{}", metadata::WELL_KNOWN, route_prefix);
+    let origin = r.resource.strip_suffix(parts.path).unwrap_or(&r.resource).to_string();
+    let metadata_url = format!("{origin}{metadata_path}");
+
+    let hosts = match r.hosts {
+        None => None,
+        Some(h) if h.is_empty() => {
+            return Err(ConfigError::new(format!("{p}.hosts"), "must not be empty when given"))
+        }
+        Some(h) => {
+            let mut out = Vec::with_capacity(h.len());
+            for (i, host) in h.iter().enumerate() {
+                if uri::split_host_port(host).is_none() || host.is_empty() || host.contains('/') {
+                    return Err(ConfigError::new(
+                        format!("{p}.hosts[{i}]"),
+                        "must be host or host:port",
+                    ));
+                }
+                out.push(host.to_ascii_lowercase());
+            }
+            Some(out)
+        }
+    };
+
+    if r.authorization_servers.is_empty() {
+        return Err(ConfigError::new(
+            format!("{p}.authorization_servers"),
+            "MCP requires at least one authorization server",
+        ));
+    }
+    for (i, a) in r.authorization_servers.iter().enumerate() {
+        check_web_uri(a, &format!("{p}.authorization_servers[{i}]"))?;
+    }
+    let scopes_supported = r.scopes_supported.unwrap_or_default();
+    check_scopes(&scopes_supported, &format!("{p}.scopes_supported"))?;
+    let required_scopes = r.required_scopes.unwrap_or_default();
+    check_scopes(&required_scopes, &format!("{p}.required_scopes"))?;
+    for (name, v) in [
+        ("resource_documentation", &r.resource_documentation),
+        ("resource_policy_uri", &r.resource_policy_uri),
+        ("resource_tos_uri", &r.resource_tos_uri),
+        ("jwks_uri", &r.jwks_uri),
+    ] {
+        if let Some(v) = v {
+            check_web_uri(v, &format!("{p}.{name}"))?;
+        }
+    }
+    if let Some(n) = &r.resource_name {
+        if n.is_empty() {
+            return Err(ConfigError::new(format!("{p}.resource_name"), "must not be empty"));
+        }
+    }
+    let bearer_methods = r.bearer_methods_supported.unwrap_or_else(|| vec!["header".into()]);
+    if bearer_methods.iter().any(|m| m != "header") {
+        return Err(ConfigError::new(
+            format!("{p}.bearer_methods_supported"),
+            "only \"header\" is supported: tokens in a query or body are never accepted",
+        ));
+    }
+
+    let fold_origin_slash = r.audience_ignore_origin_trailing_slash.unwrap_or(true);
+    let audiences_raw = r.audiences.unwrap_or_else(|| vec![r.resource.clone()]);
+    if audiences_raw.is_empty() {
+        return Err(ConfigError::new(format!("{p}.audiences"), "must not be empty when given"));
+    }
+    let mut audiences = Vec::with_capacity(audiences_raw.len());
+    for (i, a) in audiences_raw.iter().enumerate() {
+        if a.is_empty() {
+            return Err(ConfigError::new(format!("{p}.audiences[{i}]"), "must not be empty"));
+        }
+        audiences.push(uri::audience_form(a, fold_origin_slash));
+    }
+
+    if r.issuers.is_empty() {
+        return Err(ConfigError::new(format!("{p}.issuers"), "at least one issuer is required"));
+    }
+    let mut issuer_ids = Vec::with_capacity(r.issuers.len());
+    for (i, iss) in r.issuers.into_iter().enumerate() {
+        let ip = format!("{p}.issuers[{i}]");
+        let issuer = issuer(iss, &ip, index)?;
+        if issuers_out
+            .iter()
+            .any(|o| o.resource == index && o.issuer == issuer.issuer)
+        {
+            return Err(ConfigError::new(
+                format!("{ip}.issuer"),
+                "is listed twice for this resource",
+            ));
+        }
+        issuer_ids.push(IssuerId(issuers_out.len()));
+        issuers_out.push(issuer);
+    }
+
+    let mut claim_to_headers = Vec::new();
+    for (i, c) in r.claim_to_headers.unwrap_or_default().into_iter().enumerate() {
+        let hp = format!("{p}.claim_to_headers[{i}]");
+        let name = c.header_name.to_ascii_lowercase();
+        if !is_header_name(&name) {
+            return Err(ConfigError::new(
+                format!("{hp}.header_name"),
+                "must be an HTTP header name (letters, digits, '-')",
+            ));
+        }
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(ConfigError::new(
+                format!("{hp}.header_name"),
+                "must not be a hop-by-hop, routing or authorization header",
+            ));
+        }
+        if c.claim_name.is_empty() {
+            return Err(ConfigError::new(format!("{hp}.claim_name"), "must not be empty"));
+        }
+        if claim_to_headers.iter().any(|(h, _)| *h == name) {
+            return Err(ConfigError::new(format!("{hp}.header_name"), "is used twice"));
+        }
+        claim_to_headers.push((name, c.claim_name));
+    }
+
+    let mut allowed_origins = Vec::new();
+    allowed_origins.push(uri::audience_form(&origin, true));
+    for (i, o) in r.allowed_origins.unwrap_or_default().iter().enumerate() {
+        let op = format!("{p}.allowed_origins[{i}]");
+        let Some(parts) = uri::parse(o) else {
+            return Err(ConfigError::new(op, "must be an origin such as https://app.example.com"));
+        };
+        if !(parts.path.is_empty() || parts.path == "/") || parts.query.is_some() || parts.has_userinfo {
+            return Err(ConfigError::new(op, "must be an origin (scheme://host[:port]) without a path"));
+        }
+        allowed_origins.push(uri::audience_form(o, true));
+    }
+
+    let challenge_scope = if !required_scopes.is_empty() {
+        Some(required_scopes.join(" "))
+    } else if !scopes_supported.is_empty() {
+        Some(scopes_supported.join(" "))
+    } else {
+        None
+    };
+
+    let metadata_body = metadata::document(&metadata::DocumentFields {
+        resource: &r.resource,
+        authorization_servers: &r.authorization_servers,
+        jwks_uri: r.jwks_uri.as_deref(),
+        scopes_supported: &scopes_supported,
+        bearer_methods_supported: &bearer_methods,
+        resource_name: r.resource_name.as_deref(),
+        resource_documentation: r.resource_documentation.as_deref(),
+        resource_policy_uri: r.resource_policy_uri.as_deref(),
+        resource_tos_uri: r.resource_tos_uri.as_deref(),
+    })
+    .map_err(|_| ConfigError::new(p, "metadata document could not be serialized"))?;
+
+    Ok(Resource {
+        resource: r.resource,
+        hosts,
+        route_prefix,
+        metadata_path,
+        metadata_url,
+        metadata_body,
+        audiences,
+        fold_origin_slash,
+        issuers: issuer_ids,
+        required_scopes,
+        challenge_scope,
+        forward: r.forward.unwrap_or(false),
+        claim_to_headers,
+        allowed_origins,
+        metadata_max_age: r.metadata_max_age_seconds.unwrap_or(3600),
+        preflight_max_age: r.preflight_max_age_seconds.unwrap_or(600),
+    })
+}
+
+fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigError> {
+    if r.issuer.is_empty() {
+        return Err(ConfigError::new(format!("{p}.issuer"), "must not be empty"));
+    }
+    if r.issuer.chars().any(|c| c.is_control()) {
+        return Err(ConfigError::new(format!("{p}.issuer"), "must not contain control characters"));
+    }
+    let algorithms = match r.algorithms {
+        None => AlgSet::all(),
+        Some(list) => {
+            if list.is_empty() {
+                return Err(ConfigError::new(format!("{p}.algorithms"), "must not be empty when given"));
+            }
+            let mut set = AlgSet::empty();
+            for (i, name) in list.iter().enumerate() {
+                let Some(alg) = Algorithm::from_name(name) else {
+                    return Err(ConfigError::new(
+                        format!("{p}.algorithms[{i}]"),
+                        format!(
+                            "unsupported algorithm; use one of {}",
+                            Algorithm::ALL.map(|a| a.name()).join(", ")
+                        ),
+                    ));
+                };
+                set.insert(alg);
+            }
+            set
+        }
+    };
+    let typ = match r.typ.as_deref() {
+        None | Some("at+jwt") => TypPolicy::AtJwt,
+        Some("any") => TypPolicy::Any,
+        Some(_) => {
+            return Err(ConfigError::new(format!("{p}.typ"), "must be \"at+jwt\" or \"any\""))
+        }
+    };
+    let clock_skew = u64::from(r.clock_skew_seconds.unwrap_or(60));
+    if clock_skew > 600 {
+        return Err(ConfigError::new(
+            format!("{p}.clock_skew_seconds"),
+            "must be at most 600",
+        ));
+    }
+    let source = match (r.local_jwks, r.remote_jwks) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(ConfigError::new(
+                p,
+                "exactly one of local_jwks and remote_jwks is required",
+            ))
+        }
+        (Some(local), None) => {
+            let lp = format!("{p}.local_jwks");
+            let json = match (local.inline_string, local.keys) {
+                (Some(s), None) => s,
+                (None, Some(keys)) => serde_json::to_string(&serde_json::json!({ "keys": keys }))
+                    .map_err(|_| ConfigError::new(format!("{lp}.keys"), "could not be serialized"))?,
+                _ => {
+                    return Err(ConfigError::new(
+                        lp,
+                        "exactly one of inline_string and keys is required",
+                    ))
+                }
+            };
+            KeySource::Local(json)
+        }
+        (None, Some(remote)) => KeySource::Remote(remote_jwks(remote, &format!("{p}.remote_jwks"))?),
+    };
+    Ok(Issuer {
+        issuer: r.issuer,
+        resource,
+        algorithms,
+        source,
+        typ,
+        clock_skew,
+    })
+}
+
+fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError> {
+    let up = format!("{p}.http_uri.uri");
+    check_web_uri(&r.http_uri.uri, &up)?;
+    let parts = uri::parse(&r.http_uri.uri).ok_or_else(|| ConfigError::new(&up, "must be an absolute URI"))?;
+    let authority = match parts.port {
+        Some(port) => format!("{}:{}", parts.host, port),
+        None => parts.host.to_string(),
+    };
+    let path = match (parts.path, parts.query) {
+        ("", None) => "/".to_string(),
+        ("", Some(q)) => format!("/?{q}"),
+        (path, None) => path.to_string(),
+        (path, Some(q)) => format!("{path}?{q}"),
+    };
+    if let Some(c) = &r.http_uri.cluster {
+        if c.is_empty() {
+            return Err(ConfigError::new(format!("{p}.http_uri.cluster"), "must not be empty"));
+        }
+    }
+    let timeout_ms = r.http_uri.timeout_ms.unwrap_or(5000);
+    if !(100..=60_000).contains(&timeout_ms) {
+        return Err(ConfigError::new(
+            format!("{p}.http_uri.timeout_ms"),
+            "must be between 100 and 60000",
+        ));
+    }
+    let min_cache_duration = r.min_cache_duration_seconds.unwrap_or(60);
+    let max_cache_duration = r.max_cache_duration_seconds.unwrap_or(86_400);
+    let cache_duration = r.cache_duration_seconds.unwrap_or(600);
+    if min_cache_duration == 0 {
+        return Err(ConfigError::new(format!("{p}.min_cache_duration_seconds"), "must be at least 1"));
+    }
+    if max_cache_duration < min_cache_duration {
+        return Err(ConfigError::new(
+            format!("{p}.max_cache_duration_seconds"),
+            "must not be less than min_cache_duration_seconds",
+        ));
+    }
+    if !(min_cache_duration..=max_cache_duration).contains(&cache_duration) {
+        return Err(ConfigError::new(
+            format!("{p}.cache_duration_seconds"),
+            "must lie between min_cache_duration_seconds and max_cache_duration_seconds",
+        ));
+    }
+    let max_staleness = r.max_staleness_seconds.unwrap_or(86_400);
+    let refetch_cooldown = r.refetch_cooldown_seconds.unwrap_or(30);
+    let retry_after = r.retry_after_seconds.unwrap_or(10);
+    let max_body_bytes = r.max_body_bytes.unwrap_or(256 * 1024);
+    if !(1024..=4 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(ConfigError::new(
+            format!("{p}.max_body_bytes"),
+            "must be between 1024 and 4194304",
+        ));
+    }
+    Ok(RemoteJwks {
+        uri: r.http_uri.uri,
+        authority,
+        path,
+        cluster: r.http_uri.cluster,
+        timeout_ms,
+        cache_duration,
+        min_cache_duration,
+        max_cache_duration,
+        max_staleness,
+        refetch_cooldown,
+        retry_after,
+        max_body_bytes,
+    })
+}
+
+/// https anywhere, plain http only on loopback (development).
+fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
+    let Some(parts) = uri::parse(value) else {
+        return Err(ConfigError::new(path, "must be an absolute https:// URI"));
+    };
+    if parts.has_userinfo {
+        return Err(ConfigError::new(path, "must not contain user information"));
+    }
+    if value.chars().any(|c| c.is_ascii_whitespace() || c.is_control() || c == '"' || c == '\\') {
+        return Err(ConfigError::new(path, "must not contain spaces, quotes, backslashes or control characters"));
+    }
+    match parts.scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if uri::is_loopback_host(parts.host) => Ok(()),
+        "http" => Err(ConfigError::new(
+            path,
+            "plain http is only allowed for loopback hosts; use https",
+        )),
+        _ => Err(ConfigError::new(path, "must use https")),
+    }
+}
+
+/// RFC 6749 §3.3 scope-token characters, which also keeps them safe inside a quoted
+/// `scope="…"` challenge parameter.
+fn check_scopes(scopes: &[String], path: &str) -> Result<(), ConfigError> {
+    for (i, s) in scopes.iter().enumerate() {
+        let ok = !s.is_empty()
+            && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+        if !ok {
+            return Err(ConfigError::new(
+                format!("{path}[{i}]"),
+                "must be a non-empty scope token (visible ASCII, no space, quote or backslash)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "cookie",
+    "origin",
+    "mcp-session-id",
+    "mcp-protocol-version",
+];

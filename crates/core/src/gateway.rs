@@ -1,0 +1,492 @@
+//! The request → verdict pipeline.
+//!
+//! Order matters and is deliberate: metadata and routing first (no token needed), then the
+//! browser `Origin` check, then credentials; then the verified-token cache; then the cheap
+//! checks on the unverified token (format, issuer, algorithm, `typ`, time, audience) so that
+//! garbage costs no signature check; then keys, and the signature last. Every refusal uses a
+//! fixed description; nothing from the request is echoed into a header.
+
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
+
+use serde_json::Value;
+
+use crate::audience::{self, Audience};
+use crate::bearer::{self, Bearer};
+use crate::cache::{token_hash, TokenCache, TokenHash, VerifiedToken};
+use crate::challenge;
+use crate::claims::{self, ClaimError};
+use crate::config::{Config, Resource, Unmatched};
+use crate::crypto::{Algorithm, Verification, VerifyInput};
+use crate::http::{Forward, Identity, Reason, Request, Response};
+use crate::jws;
+use crate::keys::{IssuerId, KeyState, KeyStore};
+use crate::metadata;
+use crate::uri;
+
+/// At most this many keys are tried for a token without `kid`.
+const MAX_CANDIDATES: usize = 8;
+
+/// What the host does next.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Send this response; do not forward.
+    Respond(Response),
+    /// Forward upstream with these changes.
+    Forward(Forward),
+    /// Fetch this issuer's JWKS (calling [`KeyStore::fetch_started`]), install it (or
+    /// record the failure), then call [`Gateway::decide`] again. The store's cooldown makes
+    /// sure this cannot loop: the second decision answers 401 or 503 instead.
+    FetchKeys(KeyFetch),
+    /// Verify this signature with the host's own (asynchronous) crypto, then call
+    /// [`Gateway::resume`].
+    VerifySignature(SignatureJob),
+}
+
+/// A request for keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFetch {
+    /// Whose keys.
+    pub issuer: IssuerId,
+    /// True when the token names a `kid` the current keys lack (a rotation, or an attack;
+    /// the cooldown bounds both); false when there are no usable keys at all.
+    pub unknown_kid: bool,
+}
+
+/// What the gateway knows once a token passed every check but the signature.
+#[derive(Debug, Clone)]
+struct Pending {
+    resource: usize,
+    hash: TokenHash,
+    identity: Identity,
+    claim_headers: Vec<(String, String)>,
+    expires_at: u64,
+    base: ForwardBase,
+}
+
+/// A signature for the host to verify.
+#[derive(Debug, Clone)]
+pub struct SignatureJob {
+    /// The issuer whose keys to use.
+    pub issuer: IssuerId,
+    /// That issuer's key generation when the job was made.
+    pub generation: u64,
+    /// The algorithm (each candidate key is bound to it).
+    pub alg: Algorithm,
+    /// Positions of the candidate keys ([`KeyStore::key`]); valid if any one verifies.
+    pub candidates: Vec<usize>,
+    /// The signed bytes.
+    pub signing_input: String,
+    /// The signature (for ECDSA, `r || s` as in JWS, which is also WebCrypto's format).
+    pub signature: Vec<u8>,
+    pending: Pending,
+}
+
+/// Request-derived parts of a forward, computed before the token is checked.
+#[derive(Debug, Clone)]
+struct ForwardBase {
+    remove_headers: Vec<String>,
+    new_path: Option<String>,
+    cors: Vec<(&'static str, String)>,
+}
+
+/// The gateway: a validated config and the decision logic. Immutable; share it freely.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    config: Config,
+}
+
+const ENDPOINT_PREFLIGHT_HEADERS: &str =
+    "authorization, content-type, accept, last-event-id, mcp-protocol-version, mcp-session-id, mcp-method, mcp-name";
+const EXPOSE_HEADERS: &str = "www-authenticate, mcp-session-id";
+
+impl Gateway {
+    /// Wraps a validated config.
+    pub fn new(config: Config) -> Self {
+        Gateway { config }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A token cache sized as configured.
+    pub fn new_cache(&self) -> TokenCache {
+        TokenCache::new(self.config.token_cache_max_entries)
+    }
+
+    fn host_ok(res: &Resource, authority: &str) -> bool {
+        match &res.hosts {
+            None => true,
+            Some(hosts) => hosts.iter().any(|h| h.eq_ignore_ascii_case(authority)),
+        }
+    }
+
+    /// The resource protecting `path` on `authority`: the longest matching path prefix,
+    /// matched on whole segments (`/mcp` covers `/mcp`, `/mcp/x`, not `/mcpx`).
+    fn route(&self, authority: &str, path: &str) -> Option<(usize, &Resource)> {
+        self.config
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| Self::host_ok(r, authority))
+            .filter(|(_, r)| {
+                let p = r.route_prefix.as_str();
+                p.is_empty()
+                    || path == p
+                    || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|(_, r)| r.route_prefix.len())
+    }
+
+    /// Decides what to do with a request at time `now` (seconds since the Unix epoch).
+    pub fn decide(&self, req: &Request<'_>, now: u64, keys: &KeyStore, cache: &mut TokenCache) -> Verdict {
+        let path = req.path_only();
+        if let Some(res) = metadata::lookup(&self.config.resources, path, |r| Self::host_ok(r, req.authority)) {
+            return Verdict::Respond(metadata::serve(res, req.method));
+        }
+        let Some((ri, res)) = self.route(req.authority, path) else {
+            return match self.config.unmatched {
+                Unmatched::Allow => Verdict::Forward(Forward {
+                    remove_headers: Vec::new(),
+                    add_headers: Vec::new(),
+                    new_path: None,
+                    response_headers: Vec::new(),
+                    identity: None,
+                    reason: Reason::Unprotected,
+                    cache_hit: false,
+                }),
+                Unmatched::Deny => Verdict::Respond(challenge::unmatched()),
+            };
+        };
+
+        let cors = match req.single_header("origin") {
+            Err(_) => return Verdict::Respond(challenge::invalid_request(res, "Only one Origin header is allowed")),
+            Ok(None) => Vec::new(),
+            Ok(Some(origin)) => match allowed_origin(res, origin) {
+                Some(o) => vec![
+                    ("access-control-allow-origin", o.to_string()),
+                    ("vary", "Origin".to_string()),
+                    ("access-control-expose-headers", EXPOSE_HEADERS.to_string()),
+                ],
+                None => return Verdict::Respond(challenge::forbidden_origin()),
+            },
+        };
+
+        if req.method == "OPTIONS" && !cors.is_empty() && req.header_values("access-control-request-method").next().is_some() {
+            let mut headers = cors;
+            headers.push(("access-control-allow-methods", "GET, POST, DELETE, OPTIONS".to_string()));
+            headers.push(("access-control-allow-headers", ENDPOINT_PREFLIGHT_HEADERS.to_string()));
+            headers.push(("access-control-max-age", res.preflight_max_age.to_string()));
+            return Verdict::Respond(Response {
+                status: 204,
+                headers,
+                body: String::new(),
+                reason: Reason::Preflight,
+            });
+        }
+
+        let with_cors = |mut r: Response, cors: &[(&'static str, String)]| {
+            r.headers.extend(cors.iter().cloned());
+            Verdict::Respond(r)
+        };
+
+        let token = match bearer::extract(req) {
+            Bearer::None => return with_cors(challenge::no_credentials(res), &cors),
+            Bearer::Malformed(d) => return with_cors(challenge::invalid_request(res, d), &cors),
+            Bearer::Token(t) => t,
+        };
+        if token.len() > self.config.max_token_bytes {
+            return with_cors(challenge::invalid_token(res, "The access token is too large", Reason::Invalid), &cors);
+        }
+
+        let base = ForwardBase {
+            remove_headers: {
+                let mut v: Vec<String> = res.claim_to_headers.iter().map(|(h, _)| h.clone()).collect();
+                if !res.forward {
+                    v.push("authorization".to_string());
+                }
+                v
+            },
+            new_path: bearer::strip_query_token(req.path),
+            cors,
+        };
+
+        let hash = token_hash(token);
+        if let Some(hit) = cache.get(&hash, ri, now) {
+            if hit.generation == keys.generation(hit.issuer) && keys.usable(hit.issuer, now) {
+                let identity = hit.identity.clone();
+                let headers = hit.claim_headers.clone();
+                return self.finish(res, identity, headers, base, true);
+            }
+            cache.remove(&hash);
+        }
+
+        match self.check_token(res, ri, token, hash, now, keys, base) {
+            Ok(Checked::Verified(p)) => self.accept(p, None, now, keys, cache),
+            Ok(Checked::Other(v)) => v,
+            Err((r, cors)) => with_cors(r, &cors),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_token(
+        &self,
+        res: &Resource,
+        ri: usize,
+        token: &str,
+        hash: TokenHash,
+        now: u64,
+        keys: &KeyStore,
+        base: ForwardBase,
+    ) -> Result<Checked, Refusal> {
+        let invalid = |d: &'static str, reason: Reason, base: &ForwardBase| {
+            (challenge::invalid_token(res, d, reason), base.cors.clone())
+        };
+        let jws = jws::parse(token).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let iss = match jws.claims.get("iss") {
+            Some(Value::String(s)) => s.as_str(),
+            _ => return Err(invalid(ClaimError::MissingIssuer.description(), Reason::Invalid, &base)),
+        };
+        let Some((issuer_id, issuer)) = res
+            .issuers
+            .iter()
+            .filter_map(|id| self.config.issuer(*id).map(|i| (*id, i)))
+            .find(|(_, i)| i.issuer == iss)
+        else {
+            return Err(invalid("The access token issuer is not trusted", Reason::Invalid, &base));
+        };
+        if !issuer.algorithms.contains(jws.alg) {
+            return Err(invalid("The access token signature algorithm is not allowed", Reason::Invalid, &base));
+        }
+        claims::check_typ(jws.typ.as_deref(), issuer.typ).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let c = &jws.claims;
+        let exp = claims::check_time(c.get("exp"), c.get("nbf"), c.get("iat"), now, issuer.clock_skew).map_err(|e| {
+            let reason = match e {
+                ClaimError::Expired | ClaimError::NotYetValid => Reason::Expired,
+                _ => Reason::Invalid,
+            };
+            invalid(e.description(), reason, &base)
+        })?;
+        match audience::check(c.get("aud"), &res.audiences, res.fold_origin_slash) {
+            Audience::Accepted => {}
+            Audience::NotForUs | Audience::Malformed => {
+                return Err(invalid("The access token was not issued for this resource", Reason::Audience, &base))
+            }
+        }
+        let scopes = claims::scopes(c.get("scope"), c.get("scp")).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+
+        let stored = match keys.state(issuer_id, now) {
+            KeyState::Usable(k) => k,
+            KeyState::Fetch => {
+                return Ok(Checked::Other(Verdict::FetchKeys(KeyFetch {
+                    issuer: issuer_id,
+                    unknown_kid: false,
+                })))
+            }
+            KeyState::Unavailable { retry_after } => return Err((challenge::unavailable(retry_after), base.cors)),
+        };
+        let candidates: Vec<usize> = stored
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.jwk.alg == jws.alg && (jws.kid.is_none() || k.jwk.kid == jws.kid))
+            .map(|(i, _)| i)
+            .take(MAX_CANDIDATES)
+            .collect();
+        if candidates.is_empty() {
+            if jws.kid.as_deref().is_some_and(plausible_kid) && keys.may_fetch(issuer_id, now) {
+                return Ok(Checked::Other(Verdict::FetchKeys(KeyFetch {
+                    issuer: issuer_id,
+                    unknown_kid: true,
+                })));
+            }
+            return Err(invalid("The access token was signed with an unknown key", Reason::Invalid, &base));
+        }
+
+        let identity = Identity {
+            issuer: issuer.issuer.clone(),
+            subject: c.get("sub").and_then(Value::as_str).map(ToString::to_string),
+            client_id: c.get("client_id").and_then(Value::as_str).map(ToString::to_string),
+            scopes,
+            expires_at: exp,
+        };
+        let claim_headers = res
+            .claim_to_headers
+            .iter()
+            .filter_map(|(h, claim)| header_value(c.get(claim)?).map(|v| (h.clone(), v)))
+            .collect();
+        let pending = Pending {
+            resource: ri,
+            hash,
+            identity,
+            claim_headers,
+            expires_at: exp.saturating_add(issuer.clock_skew),
+            base,
+        };
+
+        let input = VerifyInput {
+            token,
+            signing_input: jws.signing_input.as_bytes(),
+            signature: &jws.signature,
+            now,
+            clock_skew: issuer.clock_skew,
+        };
+        let mut deferred = false;
+        for &i in &candidates {
+            let Some(k) = stored.get(i) else { continue };
+            match k.verifier.verify(&input) {
+                Verification::Valid => return Ok(Checked::Verified(pending)),
+                Verification::Invalid => {}
+                Verification::Deferred => deferred = true,
+            }
+        }
+        if deferred {
+            return Ok(Checked::Other(Verdict::VerifySignature(SignatureJob {
+                issuer: issuer_id,
+                generation: keys.generation(issuer_id),
+                alg: jws.alg,
+                candidates,
+                signing_input: jws.signing_input.to_string(),
+                signature: jws.signature,
+                pending,
+            })));
+        }
+        Err((
+            challenge::invalid_token(res, "The access token signature is invalid", Reason::Invalid),
+            pending.base.cors,
+        ))
+    }
+
+    /// Completes a [`Verdict::VerifySignature`] with the host's answer.
+    pub fn resume(&self, job: SignatureJob, valid: bool, now: u64, keys: &KeyStore, cache: &mut TokenCache) -> Verdict {
+        let Some(res) = self.config.resources.get(job.pending.resource) else {
+            return Verdict::Respond(challenge::unmatched());
+        };
+        if !valid {
+            let mut r = challenge::invalid_token(res, "The access token signature is invalid", Reason::Invalid);
+            r.headers.extend(job.pending.base.cors);
+            return Verdict::Respond(r);
+        }
+        // Keys that changed while the host verified: the answer still holds for the key it
+        // used, but is not cached under the new generation.
+        let generation = (keys.generation(job.issuer) == job.generation).then_some(job.generation);
+        self.accept(job.pending, generation.map(|g| (job.issuer, g)), now, keys, cache)
+    }
+
+    fn accept(
+        &self,
+        p: Pending,
+        deferred: Option<(IssuerId, u64)>,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+    ) -> Verdict {
+        let Some(res) = self.config.resources.get(p.resource) else {
+            return Verdict::Respond(challenge::unmatched());
+        };
+        let issuer = res
+            .issuers
+            .iter()
+            .copied()
+            .find(|id| self.config.issuer(*id).is_some_and(|i| i.issuer == p.identity.issuer));
+        let cacheable = match (deferred, issuer) {
+            (Some((id, g)), _) => Some((id, g)),
+            (None, Some(id)) => Some((id, keys.generation(id))),
+            (None, None) => None,
+        };
+        if let Some((issuer, generation)) = cacheable {
+            cache.insert(
+                p.hash,
+                VerifiedToken {
+                    resource: p.resource,
+                    issuer,
+                    generation,
+                    expires_at: p.expires_at,
+                    identity: p.identity.clone(),
+                    claim_headers: p.claim_headers.clone(),
+                },
+                now,
+            );
+        }
+        self.finish(res, p.identity, p.claim_headers, p.base, false)
+    }
+
+    fn finish(
+        &self,
+        res: &Resource,
+        identity: Identity,
+        claim_headers: Vec<(String, String)>,
+        base: ForwardBase,
+        cache_hit: bool,
+    ) -> Verdict {
+        if !res.required_scopes.iter().all(|s| identity.scopes.contains(s)) {
+            let mut r = challenge::insufficient_scope(res, &res.required_scopes);
+            r.headers.extend(base.cors);
+            return Verdict::Respond(r);
+        }
+        Verdict::Forward(Forward {
+            remove_headers: base.remove_headers,
+            add_headers: claim_headers,
+            new_path: base.new_path,
+            response_headers: base.cors,
+            identity: Some(identity),
+            reason: Reason::Allowed,
+            cache_hit,
+        })
+    }
+
+    /// The 503 a host sends when it cannot get keys for `issuer` (fetch failed, or one is
+    /// already in flight and the host will not wait).
+    pub fn keys_unavailable(&self, issuer: IssuerId) -> Response {
+        let retry_after = match self.config.issuer(issuer).map(|i| &i.source) {
+            Some(crate::config::KeySource::Remote(r)) => u64::from(r.retry_after),
+            _ => 10,
+        };
+        challenge::unavailable(retry_after)
+    }
+}
+
+/// A refusal and the CORS headers it must carry.
+type Refusal = (Response, Vec<(&'static str, String)>);
+
+enum Checked {
+    Verified(Pending),
+    Other(Verdict),
+}
+
+/// The configured form of `origin` when this resource allows it: its own origin, or one of
+/// `allowed_origins`. The returned string comes from config, never from the request.
+fn allowed_origin<'r>(res: &'r Resource, origin: &str) -> Option<&'r str> {
+    let form = uri::audience_form(origin.trim(), true);
+    res.allowed_origins.iter().find(|o| **o == form).map(String::as_str)
+}
+
+/// Whether a `kid` we do not have is worth a refetch: short and made of the characters key
+/// ids use. Anything else (path tricks, quotes, kilobytes) is refused without a lookup.
+fn plausible_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 128
+        && !kid.contains("..")
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b':' | b'@'))
+}
+
+/// Renders a claim for a request header (strings, numbers, booleans, arrays of strings joined
+/// with `,`), or `None` when it cannot be carried safely.
+fn header_value(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(a) => {
+            let parts: Option<Vec<&str>> = a.iter().map(Value::as_str).collect();
+            parts?.join(",")
+        }
+        _ => return None,
+    };
+    let safe = !s.is_empty() && s.len() <= 4096 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.trim() == s;
+    safe.then_some(s)
+}

@@ -1,0 +1,186 @@
+//! The request parts a host hands in, and the responses and forwarding instructions it gets
+//! back. Plain data: hosts map these onto their own HTTP types.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A header that must appear once appeared more than once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// The parts of an incoming request the core looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `GET`, `POST`, …
+    pub method: &'a str,
+    /// `https` or `http`, as the host received it.
+    pub scheme: &'a str,
+    /// `host[:port]` (`:authority` / `Host`).
+    pub authority: &'a str,
+    /// Path and query, as received (not decoded).
+    pub path: &'a str,
+    /// All headers, repeats kept, names in any case.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> Request<'a> {
+    /// Every value of a header, by case-insensitive name.
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The value of a header that must appear at most once: `Ok(None)` when absent,
+    /// `Err(Repeated)` when it appears more than once.
+    pub fn single_header(&self, name: &str) -> Result<Option<&'a str>, Repeated> {
+        let mut it = self.header_values(name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(Repeated);
+        }
+        Ok(first)
+    }
+
+    /// The path without its query.
+    pub fn path_only(&self) -> &'a str {
+        match self.path.split_once('?') {
+            Some((p, _)) => p,
+            None => self.path,
+        }
+    }
+}
+
+/// Why the gateway answered or forwarded as it did; hosts count these as metrics and may log
+/// them (they never contain request data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Forwarded with a valid token.
+    Allowed,
+    /// Forwarded: no resource covers the path and `unmatched_requests` is `allow`.
+    Unprotected,
+    /// Served the protected resource metadata.
+    Metadata,
+    /// Answered a CORS preflight.
+    Preflight,
+    /// Wrong method on the metadata endpoint.
+    MethodNotAllowed,
+    /// No bearer credentials.
+    Missing,
+    /// Malformed request (repeated or unparsable `Authorization`).
+    Malformed,
+    /// Token invalid (signature, issuer, algorithm, format, type).
+    Invalid,
+    /// Token expired or not yet valid.
+    Expired,
+    /// Token not issued for this resource.
+    Audience,
+    /// Token lacks a required scope.
+    Scope,
+    /// Disallowed `Origin`.
+    Origin,
+    /// No usable keys (JWKS endpoint down and nothing cached).
+    KeysUnavailable,
+    /// No configured resource covers the request and `unmatched_requests` is `deny`.
+    Unmatched,
+}
+
+impl Reason {
+    /// A stable snake_case name (metric suffix, log field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::Unprotected => "unprotected",
+            Reason::Metadata => "metadata",
+            Reason::Preflight => "preflight",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::Missing => "missing",
+            Reason::Malformed => "malformed",
+            Reason::Invalid => "invalid",
+            Reason::Expired => "expired",
+            Reason::Audience => "audience",
+            Reason::Scope => "scope",
+            Reason::Origin => "origin",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::Unmatched => "unmatched",
+        }
+    }
+
+    /// Every reason, for hosts that pre-register metrics.
+    pub const ALL: [Reason; 14] = [
+        Reason::Allowed,
+        Reason::Unprotected,
+        Reason::Metadata,
+        Reason::Preflight,
+        Reason::MethodNotAllowed,
+        Reason::Missing,
+        Reason::Malformed,
+        Reason::Invalid,
+        Reason::Expired,
+        Reason::Audience,
+        Reason::Scope,
+        Reason::Origin,
+        Reason::KeysUnavailable,
+        Reason::Unmatched,
+    ];
+}
+
+/// A response for the host to send instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers (lowercase names).
+    pub headers: Vec<(&'static str, String)>,
+    /// Body (JSON or empty).
+    pub body: String,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl Response {
+    /// A header's value, by (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Who the verified token speaks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`, when present.
+    pub subject: Option<String>,
+    /// `client_id` (RFC 9068), when present.
+    pub client_id: Option<String>,
+    /// Granted scopes (`scope` or `scp`).
+    pub scopes: Vec<String>,
+    /// `exp`.
+    pub expires_at: u64,
+}
+
+/// Instructions for forwarding a request upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// Headers to remove from the request (lowercase names): the client's `Authorization`
+    /// unless `forward` is set, and every client-sent copy of the identity headers we own.
+    pub remove_headers: Vec<String>,
+    /// Headers to add to the request after removal.
+    pub add_headers: Vec<(String, String)>,
+    /// A new `:path` when the original carried `access_token` query parameters (stripped so
+    /// that no token reaches upstream or its logs).
+    pub new_path: Option<String>,
+    /// Headers to add to the upstream's response (CORS for allowed browser origins).
+    pub response_headers: Vec<(&'static str, String)>,
+    /// The verified identity (`None` for unprotected paths).
+    pub identity: Option<Identity>,
+    /// Allowed or unprotected.
+    pub reason: Reason,
+    /// Whether the decision came from the verified-token cache.
+    pub cache_hit: bool,
+}
