@@ -23,7 +23,11 @@ pub enum Audience {
 }
 
 /// Checks `aud` against the accepted audiences (already in [`audience_form`]).
-pub fn check(aud: Option<&Value>, accepted: &[alloc::string::String], fold_origin_slash: bool) -> Audience {
+pub fn check(
+    aud: Option<&Value>,
+    accepted: &[alloc::string::String],
+    fold_origin_slash: bool,
+) -> Audience {
     let is_ours = |s: &str| {
         let form = audience_form(s, fold_origin_slash);
         accepted.contains(&form)
@@ -68,19 +72,37 @@ mod tests {
         let c = |v: Value| check(Some(&v), &a, true);
         assert_eq!(c(json!("https://mcp.example.com/mcp")), Audience::Accepted);
         assert_eq!(c(json!("https://MCP.EXAMPLE.COM/mcp")), Audience::Accepted);
-        assert_eq!(c(json!("HTTPS://mcp.example.com:443/mcp")), Audience::Accepted);
-        assert_eq!(c(json!(["https://other", "https://mcp.example.com/mcp"])), Audience::Accepted);
+        assert_eq!(
+            c(json!("HTTPS://mcp.example.com:443/mcp")),
+            Audience::Accepted
+        );
+        assert_eq!(
+            c(json!(["https://other", "https://mcp.example.com/mcp"])),
+            Audience::Accepted
+        );
         assert_eq!(c(json!("https://mcp.example.com/MCP")), Audience::NotForUs);
         assert_eq!(c(json!("https://mcp.example.com/mcp/")), Audience::NotForUs);
         assert_eq!(c(json!("https://mcp.example.com/mc")), Audience::NotForUs);
         assert_eq!(c(json!("https://mcp.example.com/mcpx")), Audience::NotForUs);
         assert_eq!(c(json!("https://mcp.example.com")), Audience::NotForUs);
-        assert_eq!(c(json!("https://mcp.example.com/%6dcp")), Audience::NotForUs);
-        assert_eq!(c(json!("https://mcp.example.com/x/../mcp")), Audience::NotForUs);
-        assert_eq!(c(json!("https://mcp.example.com:8443/mcp")), Audience::NotForUs);
+        assert_eq!(
+            c(json!("https://mcp.example.com/%6dcp")),
+            Audience::NotForUs
+        );
+        assert_eq!(
+            c(json!("https://mcp.example.com/x/../mcp")),
+            Audience::NotForUs
+        );
+        assert_eq!(
+            c(json!("https://mcp.example.com:8443/mcp")),
+            Audience::NotForUs
+        );
         assert_eq!(c(json!("http://mcp.example.com/mcp")), Audience::NotForUs);
         assert_eq!(c(json!([])), Audience::NotForUs);
-        assert_eq!(c(json!(["https://mcp.example.com/mcp", 1])), Audience::Malformed);
+        assert_eq!(
+            c(json!(["https://mcp.example.com/mcp", 1])),
+            Audience::Malformed
+        );
         assert_eq!(c(json!(7)), Audience::Malformed);
         assert_eq!(check(None, &a, true), Audience::NotForUs);
     }
@@ -88,8 +110,14 @@ mod tests {
     #[test]
     fn origin_trailing_slash() {
         let a = vec![audience_form("https://mcp.example.com", true)];
-        assert_eq!(check(Some(&json!("https://mcp.example.com/")), &a, true), Audience::Accepted);
+        assert_eq!(
+            check(Some(&json!("https://mcp.example.com/")), &a, true),
+            Audience::Accepted
+        );
         let strict = vec![audience_form("https://mcp.example.com", false)];
-        assert_eq!(check(Some(&json!("https://mcp.example.com/")), &strict, false), Audience::NotForUs);
+        assert_eq!(
+            check(Some(&json!("https://mcp.example.com/")), &strict, false),
+            Audience::NotForUs
+        );
     }
 }

@@ -23,9 +23,9 @@ pub enum Bearer<'a> {
 pub fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 /// Finds the bearer token of a request.
@@ -93,18 +93,51 @@ mod tests {
     #[test]
     fn extraction() {
         assert_eq!(extract(&req(&[])), Bearer::None);
-        assert_eq!(extract(&req(&[("Authorization", "Bearer abc.def-_~+/==")])), Bearer::Token("abc.def-_~+/=="));
-        assert_eq!(extract(&req(&[("authorization", "bearer abc")])), Bearer::Token("abc"));
-        assert_eq!(extract(&req(&[("authorization", "BEARER   abc")])), Bearer::Token("abc"));
-        assert_eq!(extract(&req(&[("authorization", "Basic dXNlcjpwdw==")])), Bearer::None);
-        assert!(matches!(extract(&req(&[("authorization", "Bearer")])), Bearer::Malformed(_)));
-        assert!(matches!(extract(&req(&[("authorization", "Bearer ")])), Bearer::Malformed(_)));
-        assert!(matches!(extract(&req(&[("authorization", "Bearer a b")])), Bearer::Malformed(_)));
-        assert!(matches!(extract(&req(&[("authorization", "Bearer a,Bearer b")])), Bearer::Malformed(_)));
-        assert!(matches!(extract(&req(&[("authorization", "Bearer ===")])), Bearer::Malformed(_)));
-        assert!(matches!(extract(&req(&[("authorization", "Bearer \"x\"")])), Bearer::Malformed(_)));
+        assert_eq!(
+            extract(&req(&[("Authorization", "Bearer abc.def-_~+/==")])),
+            Bearer::Token("abc.def-_~+/==")
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "bearer abc")])),
+            Bearer::Token("abc")
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "BEARER   abc")])),
+            Bearer::Token("abc")
+        );
+        assert_eq!(
+            extract(&req(&[("authorization", "Basic dXNlcjpwdw==")])),
+            Bearer::None
+        );
         assert!(matches!(
-            extract(&req(&[("authorization", "Bearer a"), ("Authorization", "Bearer b")])),
+            extract(&req(&[("authorization", "Bearer")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer ")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer a b")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer a,Bearer b")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer ===")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[("authorization", "Bearer \"x\"")])),
+            Bearer::Malformed(_)
+        ));
+        assert!(matches!(
+            extract(&req(&[
+                ("authorization", "Bearer a"),
+                ("Authorization", "Bearer b")
+            ])),
             Bearer::Malformed(_)
         ));
     }
@@ -113,9 +146,18 @@ mod tests {
     fn query_tokens_are_stripped() {
         assert_eq!(strip_query_token("/mcp"), None);
         assert_eq!(strip_query_token("/mcp?a=1"), None);
-        assert_eq!(strip_query_token("/mcp?access_token=x").as_deref(), Some("/mcp"));
-        assert_eq!(strip_query_token("/mcp?a=1&access_token=x&b=2").as_deref(), Some("/mcp?a=1&b=2"));
-        assert_eq!(strip_query_token("/mcp?access_token").as_deref(), Some("/mcp"));
+        assert_eq!(
+            strip_query_token("/mcp?access_token=x").as_deref(),
+            Some("/mcp")
+        );
+        assert_eq!(
+            strip_query_token("/mcp?a=1&access_token=x&b=2").as_deref(),
+            Some("/mcp?a=1&b=2")
+        );
+        assert_eq!(
+            strip_query_token("/mcp?access_token").as_deref(),
+            Some("/mcp")
+        );
         assert_eq!(strip_query_token("/mcp?xaccess_token=1"), None);
     }
 }

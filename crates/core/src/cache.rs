@@ -94,7 +94,12 @@ impl TokenCache {
 
     /// A live entry for `hash`, verified for `resource` at or before `now`. Does not check
     /// key generations; the gateway does.
-    pub(crate) fn get(&mut self, hash: &TokenHash, resource: usize, now: u64) -> Option<&VerifiedToken> {
+    pub(crate) fn get(
+        &mut self,
+        hash: &TokenHash,
+        resource: usize,
+        now: u64,
+    ) -> Option<&VerifiedToken> {
         if self.max_entries == 0 {
             return None;
         }

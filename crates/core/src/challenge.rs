@@ -64,7 +64,12 @@ pub(crate) fn invalid_token(res: &Resource, description: &'static str, reason: R
         "Bearer error=\"invalid_token\", error_description=\"{description}\", resource_metadata=\"{}\"",
         res.metadata_url
     );
-    response(401, reason, Some(www), json_body("invalid_token", description))
+    response(
+        401,
+        reason,
+        Some(www),
+        json_body("invalid_token", description),
+    )
 }
 
 /// 400 `invalid_request`.
@@ -74,7 +79,12 @@ pub(crate) fn invalid_request(res: &Resource, description: &'static str) -> Resp
         "Bearer error=\"invalid_request\", error_description=\"{description}\", resource_metadata=\"{}\"",
         res.metadata_url
     );
-    response(400, Reason::Malformed, Some(www), json_body("invalid_request", description))
+    response(
+        400,
+        Reason::Malformed,
+        Some(www),
+        json_body("invalid_request", description),
+    )
 }
 
 /// 403 `insufficient_scope`, naming every scope the request needs (MCP 2026-07-28: all in
@@ -86,7 +96,12 @@ pub(crate) fn insufficient_scope(res: &Resource, needed: &[String]) -> Response 
         "Bearer error=\"insufficient_scope\", scope=\"{scope}\", error_description=\"{description}\", resource_metadata=\"{}\"",
         res.metadata_url
     );
-    response(403, Reason::Scope, Some(www), json_body("insufficient_scope", description))
+    response(
+        403,
+        Reason::Scope,
+        Some(www),
+        json_body("insufficient_scope", description),
+    )
 }
 
 /// 503 while no keys are usable: never allow, tell the client when to retry.
@@ -111,7 +126,10 @@ pub(crate) fn forbidden_origin() -> Response {
         403,
         Reason::Origin,
         None,
-        json_body("forbidden_origin", "Requests from this Origin are not allowed"),
+        json_body(
+            "forbidden_origin",
+            "Requests from this Origin are not allowed",
+        ),
     )
 }
 
@@ -121,6 +139,9 @@ pub(crate) fn unmatched() -> Response {
         403,
         Reason::Unmatched,
         None,
-        json_body("forbidden", "No protected resource is configured for this path"),
+        json_body(
+            "forbidden",
+            "No protected resource is configured for this path",
+        ),
     )
 }

@@ -55,7 +55,13 @@ fn numeric_date(v: Option<&Value>) -> Result<Option<u64>, ClaimError> {
 
 /// Checks `exp` (required) and `nbf` against `now` with `skew` seconds of leeway, returning
 /// `exp`.
-pub fn check_time(exp: Option<&Value>, nbf: Option<&Value>, iat: Option<&Value>, now: u64, skew: u64) -> Result<u64, ClaimError> {
+pub fn check_time(
+    exp: Option<&Value>,
+    nbf: Option<&Value>,
+    iat: Option<&Value>,
+    now: u64,
+    skew: u64,
+) -> Result<u64, ClaimError> {
     let exp = numeric_date(exp)?.ok_or(ClaimError::MissingExp)?;
     let nbf = numeric_date(nbf)?;
     numeric_date(iat)?;
@@ -75,7 +81,12 @@ pub fn check_typ(typ: Option<&str>, policy: TypPolicy) -> Result<(), ClaimError>
     match policy {
         TypPolicy::Any => Ok(()),
         TypPolicy::AtJwt => match typ {
-            Some(t) if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => Ok(()),
+            Some(t)
+                if t.eq_ignore_ascii_case("at+jwt")
+                    || t.eq_ignore_ascii_case("application/at+jwt") =>
+            {
+                Ok(())
+            }
             _ => Err(ClaimError::Typ),
         },
     }
@@ -87,12 +98,20 @@ pub fn scopes(scope: Option<&Value>, scp: Option<&Value>) -> Result<Vec<String>,
     let mut out = Vec::new();
     match scope {
         None => {}
-        Some(Value::String(s)) => out.extend(s.split(' ').filter(|x| !x.is_empty()).map(ToString::to_string)),
+        Some(Value::String(s)) => out.extend(
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(ToString::to_string),
+        ),
         Some(_) => return Err(ClaimError::BadScope),
     }
     match scp {
         None => {}
-        Some(Value::String(s)) => out.extend(s.split(' ').filter(|x| !x.is_empty()).map(ToString::to_string)),
+        Some(Value::String(s)) => out.extend(
+            s.split(' ')
+                .filter(|x| !x.is_empty())
+                .map(ToString::to_string),
+        ),
         Some(Value::Array(a)) => {
             for v in a {
                 let s = v.as_str().ok_or(ClaimError::BadScope)?;
@@ -115,17 +134,30 @@ mod tests {
 
     #[test]
     fn time() {
-        let t = |exp: Value, nbf: Option<Value>| check_time(Some(&exp), nbf.as_ref(), None, NOW, 60);
+        let t =
+            |exp: Value, nbf: Option<Value>| check_time(Some(&exp), nbf.as_ref(), None, NOW, 60);
         assert_eq!(t(json!(NOW + 10), None), Ok(NOW + 10));
         assert_eq!(t(json!(NOW - 30), None), Ok(NOW - 30));
         assert_eq!(t(json!(NOW - 60), None), Err(ClaimError::Expired));
         assert_eq!(t(json!(NOW + 10), Some(json!(NOW + 30))), Ok(NOW + 10));
-        assert_eq!(t(json!(NOW + 100), Some(json!(NOW + 61))), Err(ClaimError::NotYetValid));
-        assert_eq!(t(json!("1800000100"), None), Err(ClaimError::BadNumericDate));
+        assert_eq!(
+            t(json!(NOW + 100), Some(json!(NOW + 61))),
+            Err(ClaimError::NotYetValid)
+        );
+        assert_eq!(
+            t(json!("1800000100"), None),
+            Err(ClaimError::BadNumericDate)
+        );
         assert_eq!(t(json!(1.8e9), None), Err(ClaimError::BadNumericDate));
         assert_eq!(t(json!(-1), None), Err(ClaimError::BadNumericDate));
-        assert_eq!(check_time(None, None, None, NOW, 60), Err(ClaimError::MissingExp));
-        assert_eq!(check_time(Some(&json!(u64::MAX)), None, None, NOW, 60), Ok(u64::MAX));
+        assert_eq!(
+            check_time(None, None, None, NOW, 60),
+            Err(ClaimError::MissingExp)
+        );
+        assert_eq!(
+            check_time(Some(&json!(u64::MAX)), None, None, NOW, 60),
+            Ok(u64::MAX)
+        );
     }
 
     #[test]

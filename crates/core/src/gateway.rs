@@ -136,15 +136,25 @@ impl Gateway {
                 let p = r.route_prefix.as_str();
                 p.is_empty()
                     || path == p
-                    || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+                    || path
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('/'))
             })
             .max_by_key(|(_, r)| r.route_prefix.len())
     }
 
     /// Decides what to do with a request at time `now` (seconds since the Unix epoch).
-    pub fn decide(&self, req: &Request<'_>, now: u64, keys: &KeyStore, cache: &mut TokenCache) -> Verdict {
+    pub fn decide(
+        &self,
+        req: &Request<'_>,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+    ) -> Verdict {
         let path = req.path_only();
-        if let Some(res) = metadata::lookup(&self.config.resources, path, |r| Self::host_ok(r, req.authority)) {
+        if let Some(res) = metadata::lookup(&self.config.resources, path, |r| {
+            Self::host_ok(r, req.authority)
+        }) {
             return Verdict::Respond(metadata::serve(res, req.method));
         }
         let Some((ri, res)) = self.route(req.authority, path) else {
@@ -163,7 +173,12 @@ impl Gateway {
         };
 
         let cors = match req.single_header("origin") {
-            Err(_) => return Verdict::Respond(challenge::invalid_request(res, "Only one Origin header is allowed")),
+            Err(_) => {
+                return Verdict::Respond(challenge::invalid_request(
+                    res,
+                    "Only one Origin header is allowed",
+                ))
+            }
             Ok(None) => Vec::new(),
             Ok(Some(origin)) => match allowed_origin(res, origin) {
                 Some(o) => vec![
@@ -175,10 +190,22 @@ impl Gateway {
             },
         };
 
-        if req.method == "OPTIONS" && !cors.is_empty() && req.header_values("access-control-request-method").next().is_some() {
+        if req.method == "OPTIONS"
+            && !cors.is_empty()
+            && req
+                .header_values("access-control-request-method")
+                .next()
+                .is_some()
+        {
             let mut headers = cors;
-            headers.push(("access-control-allow-methods", "GET, POST, DELETE, OPTIONS".to_string()));
-            headers.push(("access-control-allow-headers", ENDPOINT_PREFLIGHT_HEADERS.to_string()));
+            headers.push((
+                "access-control-allow-methods",
+                "GET, POST, DELETE, OPTIONS".to_string(),
+            ));
+            headers.push((
+                "access-control-allow-headers",
+                ENDPOINT_PREFLIGHT_HEADERS.to_string(),
+            ));
             headers.push(("access-control-max-age", res.preflight_max_age.to_string()));
             return Verdict::Respond(Response {
                 status: 204,
@@ -199,12 +226,19 @@ impl Gateway {
             Bearer::Token(t) => t,
         };
         if token.len() > self.config.max_token_bytes {
-            return with_cors(challenge::invalid_token(res, "The access token is too large", Reason::Invalid), &cors);
+            return with_cors(
+                challenge::invalid_token(res, "The access token is too large", Reason::Invalid),
+                &cors,
+            );
         }
 
         let base = ForwardBase {
             remove_headers: {
-                let mut v: Vec<String> = res.claim_to_headers.iter().map(|(h, _)| h.clone()).collect();
+                let mut v: Vec<String> = res
+                    .claim_to_headers
+                    .iter()
+                    .map(|(h, _)| h.clone())
+                    .collect();
                 if !res.forward {
                     v.push("authorization".to_string());
                 }
@@ -245,10 +279,17 @@ impl Gateway {
         let invalid = |d: &'static str, reason: Reason, base: &ForwardBase| {
             (challenge::invalid_token(res, d, reason), base.cors.clone())
         };
-        let jws = jws::parse(token).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let jws =
+            jws::parse(token).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
         let iss = match jws.claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
-            _ => return Err(invalid(ClaimError::MissingIssuer.description(), Reason::Invalid, &base)),
+            _ => {
+                return Err(invalid(
+                    ClaimError::MissingIssuer.description(),
+                    Reason::Invalid,
+                    &base,
+                ))
+            }
         };
         let Some((issuer_id, issuer)) = res
             .issuers
@@ -256,14 +297,30 @@ impl Gateway {
             .filter_map(|id| self.config.issuer(*id).map(|i| (*id, i)))
             .find(|(_, i)| i.issuer == iss)
         else {
-            return Err(invalid("The access token issuer is not trusted", Reason::Invalid, &base));
+            return Err(invalid(
+                "The access token issuer is not trusted",
+                Reason::Invalid,
+                &base,
+            ));
         };
         if !issuer.algorithms.contains(jws.alg) {
-            return Err(invalid("The access token signature algorithm is not allowed", Reason::Invalid, &base));
+            return Err(invalid(
+                "The access token signature algorithm is not allowed",
+                Reason::Invalid,
+                &base,
+            ));
         }
-        claims::check_typ(jws.typ.as_deref(), issuer.typ).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        claims::check_typ(jws.typ.as_deref(), issuer.typ)
+            .map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
         let c = &jws.claims;
-        let exp = claims::check_time(c.get("exp"), c.get("nbf"), c.get("iat"), now, issuer.clock_skew).map_err(|e| {
+        let exp = claims::check_time(
+            c.get("exp"),
+            c.get("nbf"),
+            c.get("iat"),
+            now,
+            issuer.clock_skew,
+        )
+        .map_err(|e| {
             let reason = match e {
                 ClaimError::Expired | ClaimError::NotYetValid => Reason::Expired,
                 _ => Reason::Invalid,
@@ -273,10 +330,15 @@ impl Gateway {
         match audience::check(c.get("aud"), &res.audiences, res.fold_origin_slash) {
             Audience::Accepted => {}
             Audience::NotForUs | Audience::Malformed => {
-                return Err(invalid("The access token was not issued for this resource", Reason::Audience, &base))
+                return Err(invalid(
+                    "The access token was not issued for this resource",
+                    Reason::Audience,
+                    &base,
+                ))
             }
         }
-        let scopes = claims::scopes(c.get("scope"), c.get("scp")).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let scopes = claims::scopes(c.get("scope"), c.get("scp"))
+            .map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
 
         let stored = match keys.state(issuer_id, now) {
             KeyState::Usable(k) => k,
@@ -286,7 +348,9 @@ impl Gateway {
                     unknown_kid: false,
                 })))
             }
-            KeyState::Unavailable { retry_after } => return Err((challenge::unavailable(retry_after), base.cors)),
+            KeyState::Unavailable { retry_after } => {
+                return Err((challenge::unavailable(retry_after), base.cors))
+            }
         };
         let candidates: Vec<usize> = stored
             .iter()
@@ -302,13 +366,23 @@ impl Gateway {
                     unknown_kid: true,
                 })));
             }
-            return Err(invalid("The access token was signed with an unknown key", Reason::Invalid, &base));
+            return Err(invalid(
+                "The access token was signed with an unknown key",
+                Reason::Invalid,
+                &base,
+            ));
         }
 
         let identity = Identity {
             issuer: issuer.issuer.clone(),
-            subject: c.get("sub").and_then(Value::as_str).map(ToString::to_string),
-            client_id: c.get("client_id").and_then(Value::as_str).map(ToString::to_string),
+            subject: c
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(ToString::to_string),
+            client_id: c
+                .get("client_id")
+                .and_then(Value::as_str)
+                .map(ToString::to_string),
             scopes,
             expires_at: exp,
         };
@@ -354,25 +428,46 @@ impl Gateway {
             })));
         }
         Err((
-            challenge::invalid_token(res, "The access token signature is invalid", Reason::Invalid),
+            challenge::invalid_token(
+                res,
+                "The access token signature is invalid",
+                Reason::Invalid,
+            ),
             pending.base.cors,
         ))
     }
 
     /// Completes a [`Verdict::VerifySignature`] with the host's answer.
-    pub fn resume(&self, job: SignatureJob, valid: bool, now: u64, keys: &KeyStore, cache: &mut TokenCache) -> Verdict {
+    pub fn resume(
+        &self,
+        job: SignatureJob,
+        valid: bool,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+    ) -> Verdict {
         let Some(res) = self.config.resources.get(job.pending.resource) else {
             return Verdict::Respond(challenge::unmatched());
         };
         if !valid {
-            let mut r = challenge::invalid_token(res, "The access token signature is invalid", Reason::Invalid);
+            let mut r = challenge::invalid_token(
+                res,
+                "The access token signature is invalid",
+                Reason::Invalid,
+            );
             r.headers.extend(job.pending.base.cors);
             return Verdict::Respond(r);
         }
         // Keys that changed while the host verified: the answer still holds for the key it
         // used, but is not cached under the new generation.
         let generation = (keys.generation(job.issuer) == job.generation).then_some(job.generation);
-        self.accept(job.pending, generation.map(|g| (job.issuer, g)), now, keys, cache)
+        self.accept(
+            job.pending,
+            generation.map(|g| (job.issuer, g)),
+            now,
+            keys,
+            cache,
+        )
     }
 
     fn accept(
@@ -386,11 +481,11 @@ impl Gateway {
         let Some(res) = self.config.resources.get(p.resource) else {
             return Verdict::Respond(challenge::unmatched());
         };
-        let issuer = res
-            .issuers
-            .iter()
-            .copied()
-            .find(|id| self.config.issuer(*id).is_some_and(|i| i.issuer == p.identity.issuer));
+        let issuer = res.issuers.iter().copied().find(|id| {
+            self.config
+                .issuer(*id)
+                .is_some_and(|i| i.issuer == p.identity.issuer)
+        });
         let cacheable = match (deferred, issuer) {
             (Some((id, g)), _) => Some((id, g)),
             (None, Some(id)) => Some((id, keys.generation(id))),
@@ -421,7 +516,11 @@ impl Gateway {
         base: ForwardBase,
         cache_hit: bool,
     ) -> Verdict {
-        if !res.required_scopes.iter().all(|s| identity.scopes.contains(s)) {
+        if !res
+            .required_scopes
+            .iter()
+            .all(|s| identity.scopes.contains(s))
+        {
             let mut r = challenge::insufficient_scope(res, &res.required_scopes);
             r.headers.extend(base.cors);
             return Verdict::Respond(r);
@@ -460,7 +559,10 @@ enum Checked {
 /// `allowed_origins`. The returned string comes from config, never from the request.
 fn allowed_origin<'r>(res: &'r Resource, origin: &str) -> Option<&'r str> {
     let form = uri::audience_form(origin.trim(), true);
-    res.allowed_origins.iter().find(|o| **o == form).map(String::as_str)
+    res.allowed_origins
+        .iter()
+        .find(|o| **o == form)
+        .map(String::as_str)
 }
 
 /// Whether a `kid` we do not have is worth a refetch: short and made of the characters key
@@ -469,9 +571,13 @@ fn plausible_kid(kid: &str) -> bool {
     !kid.is_empty()
         && kid.len() <= 128
         && !kid.contains("..")
-        && kid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b':' | b'@'))
+        && kid.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b':' | b'@'
+                )
+        })
 }
 
 /// Renders a claim for a request header (strings, numbers, booleans, arrays of strings joined
@@ -487,6 +593,9 @@ fn header_value(v: &Value) -> Option<String> {
         }
         _ => return None,
     };
-    let safe = !s.is_empty() && s.len() <= 4096 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.trim() == s;
+    let safe = !s.is_empty()
+        && s.len() <= 4096
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && s.trim() == s;
     safe.then_some(s)
 }

@@ -66,12 +66,20 @@ pub fn parse(json: &[u8], allowed: AlgSet) -> Result<(Vec<Jwk>, Vec<Skipped>), J
             .filter(|s| s.len() <= 128 && s.bytes().all(|b| (0x20..0x7f).contains(&b)))
             .map(ToString::to_string);
         if index >= MAX_KEYS {
-            skipped.push(Skipped { index, kid: kid_for_report, reason: "more keys than the limit of 64" });
+            skipped.push(Skipped {
+                index,
+                kid: kid_for_report,
+                reason: "more keys than the limit of 64",
+            });
             continue;
         }
         match key(k, allowed) {
             Ok(jwk) => out.push(jwk),
-            Err(reason) => skipped.push(Skipped { index, kid: kid_for_report, reason }),
+            Err(reason) => skipped.push(Skipped {
+                index,
+                kid: kid_for_report,
+                reason,
+            }),
         }
     }
     Ok((out, skipped))
@@ -165,8 +173,12 @@ fn key(v: &Value, allowed: AlgSet) -> Result<Jwk, &'static str> {
             alg
         }
         None => match &key {
-            PublicKey::Ec { curve: Curve::P256, .. } => Algorithm::ES256,
-            PublicKey::Ec { curve: Curve::P384, .. } => Algorithm::ES384,
+            PublicKey::Ec {
+                curve: Curve::P256, ..
+            } => Algorithm::ES256,
+            PublicKey::Ec {
+                curve: Curve::P384, ..
+            } => Algorithm::ES384,
             PublicKey::Ed25519 { .. } => Algorithm::EdDSA,
             PublicKey::Rsa { .. } => {
                 let mut rsa = allowed.iter().filter(|a| a.fits(&key));
@@ -218,7 +230,10 @@ mod tests {
             x = b(32, 7)
         );
         let (keys, skipped) = parse(doc.as_bytes(), AlgSet::all()).unwrap();
-        let got: Vec<_> = keys.iter().map(|k| (k.kid.clone().unwrap(), k.alg)).collect();
+        let got: Vec<_> = keys
+            .iter()
+            .map(|k| (k.kid.clone().unwrap(), k.alg))
+            .collect();
         assert_eq!(
             got,
             alloc::vec![
@@ -236,12 +251,18 @@ mod tests {
     fn not_a_jwks() {
         assert_eq!(parse(b"[]", AlgSet::all()), Err(JwksError::NotAJwks));
         assert_eq!(parse(b"garbage", AlgSet::all()), Err(JwksError::NotAJwks));
-        assert_eq!(parse(br#"{"keys":{}}"#, AlgSet::all()), Err(JwksError::NotAJwks));
+        assert_eq!(
+            parse(br#"{"keys":{}}"#, AlgSet::all()),
+            Err(JwksError::NotAJwks)
+        );
     }
 
     #[test]
     fn rsa_without_alg_respects_allow_list() {
-        let doc = alloc::format!(r#"{{"keys":[{{"kty":"RSA","n":"{}","e":"AQAB"}}]}}"#, b(256, 1));
+        let doc = alloc::format!(
+            r#"{{"keys":[{{"kty":"RSA","n":"{}","e":"AQAB"}}]}}"#,
+            b(256, 1)
+        );
         let mut only_ps = AlgSet::empty();
         only_ps.insert(Algorithm::PS384);
         let (keys, _) = parse(doc.as_bytes(), only_ps).unwrap();

@@ -67,14 +67,18 @@ impl JwsError {
             JwsError::Payload => "The access token claims are malformed",
             JwsError::Unsigned => "Unsigned access tokens are not accepted",
             JwsError::Symmetric => "Symmetric signature algorithms are not accepted",
-            JwsError::UnsupportedAlgorithm => "The access token signature algorithm is not supported",
+            JwsError::UnsupportedAlgorithm => {
+                "The access token signature algorithm is not supported"
+            }
             JwsError::Critical => "The access token uses an unsupported critical header",
         }
     }
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, JwsError> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| JwsError::Base64)
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| JwsError::Base64)
 }
 
 /// Longest `kid` we consider a plausible key id. Longer ones are refused without lookup.
@@ -126,7 +130,9 @@ pub fn parse(token: &str) -> Result<Jws<'_>, JwsError> {
     let signature = b64(s)?;
     let payload = b64(p)?;
     let claims = StrictObject::from_slice(&payload).ok_or(JwsError::Payload)?;
-    let signing_input = token.get(..h.len() + 1 + p.len()).ok_or(JwsError::NotCompactJws)?;
+    let signing_input = token
+        .get(..h.len() + 1 + p.len())
+        .ok_or(JwsError::NotCompactJws)?;
     Ok(Jws {
         token,
         signing_input,
@@ -153,7 +159,10 @@ mod tests {
 
     #[test]
     fn accepts_well_formed() {
-        let t = tok(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#, r#"{"iss":"a"}"#);
+        let t = tok(
+            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"iss":"a"}"#,
+        );
         let j = parse(&t).unwrap();
         assert_eq!(j.alg, Algorithm::RS256);
         assert_eq!(j.kid.as_deref(), Some("k1"));
@@ -168,19 +177,37 @@ mod tests {
             (tok(r#"{"alg":"none"}"#, "{}"), JwsError::Unsigned),
             (tok(r#"{"alg":"NoNe"}"#, "{}"), JwsError::Unsigned),
             (tok(r#"{"alg":"HS256"}"#, "{}"), JwsError::Symmetric),
-            (tok(r#"{"alg":"rs256"}"#, "{}"), JwsError::UnsupportedAlgorithm),
-            (tok(r#"{"alg":"RS256","alg":"none"}"#, "{}"), JwsError::Header),
-            (tok(r#"{"alg":"RS256","crit":["exp"]}"#, "{}"), JwsError::Critical),
+            (
+                tok(r#"{"alg":"rs256"}"#, "{}"),
+                JwsError::UnsupportedAlgorithm,
+            ),
+            (
+                tok(r#"{"alg":"RS256","alg":"none"}"#, "{}"),
+                JwsError::Header,
+            ),
+            (
+                tok(r#"{"alg":"RS256","crit":["exp"]}"#, "{}"),
+                JwsError::Critical,
+            ),
             (tok(r#"{"alg":"RS256","kid":7}"#, "{}"), JwsError::Header),
-            (tok(r#"{"alg":"RS256"}"#, r#"{"a":1,"a":2}"#), JwsError::Payload),
+            (
+                tok(r#"{"alg":"RS256"}"#, r#"{"a":1,"a":2}"#),
+                JwsError::Payload,
+            ),
             (tok(r#"{"alg":"RS256"}"#, r#"[1]"#), JwsError::Payload),
             (tok(r#"["RS256"]"#, "{}"), JwsError::Header),
-            (format!("{}.{}.", enc(r#"{"alg":"RS256"}"#), enc("{}")), JwsError::Unsigned),
+            (
+                format!("{}.{}.", enc(r#"{"alg":"RS256"}"#), enc("{}")),
+                JwsError::Unsigned,
+            ),
             ("a.b.c.d.e".into(), JwsError::Encrypted),
             ("a.b".into(), JwsError::NotCompactJws),
             ("a.b.c.d".into(), JwsError::NotCompactJws),
             ("a.b.c.d.e.f.g".into(), JwsError::NotCompactJws),
-            (format!("{}=.{}.{}", enc(r#"{"alg":"RS256"}"#), enc("{}"), enc("s")), JwsError::Base64),
+            (
+                format!("{}=.{}.{}", enc(r#"{"alg":"RS256"}"#), enc("{}"), enc("s")),
+                JwsError::Base64,
+            ),
         ];
         for (t, want) in cases {
             assert_eq!(parse(&t).err(), Some(want), "{t}");

@@ -77,7 +77,9 @@ impl core::fmt::Display for InstallError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             InstallError::UnknownIssuer => f.write_str("no such issuer"),
-            InstallError::NotAJwks => f.write_str("the document is not a JWKS (an object with a \"keys\" array)"),
+            InstallError::NotAJwks => {
+                f.write_str("the document is not a JWKS (an object with a \"keys\" array)")
+            }
             InstallError::NoUsableKeys(s) => {
                 write!(f, "the JWKS has no usable key ({} skipped", s.len())?;
                 if let Some(first) = s.first() {
@@ -164,9 +166,9 @@ impl KeyStore {
             });
             if let KeySource::Local(json) = &iss.source {
                 let path = issuer_path(config, id);
-                store.install_jwks(id, json.as_bytes(), None, 0).map_err(|e| {
-                    ConfigError::new(format!("{path}.local_jwks"), format!("{e}"))
-                })?;
+                store
+                    .install_jwks(id, json.as_bytes(), None, 0)
+                    .map_err(|e| ConfigError::new(format!("{path}.local_jwks"), format!("{e}")))?;
             }
         }
         Ok(store)
@@ -181,7 +183,10 @@ impl KeyStore {
         now: u64,
     ) -> Result<InstallReport, InstallError> {
         let provider = &self.provider;
-        let slot = self.issuers.get_mut(id.0).ok_or(InstallError::UnknownIssuer)?;
+        let slot = self
+            .issuers
+            .get_mut(id.0)
+            .ok_or(InstallError::UnknownIssuer)?;
         let (parsed, mut skipped) =
             jwks::parse(body, slot.algorithms).map_err(|_| InstallError::NotAJwks)?;
         let mut keys = Vec::with_capacity(parsed.len());
@@ -238,9 +243,11 @@ impl KeyStore {
     /// Whether the cooldown allows a fetch now (always true before the first attempt).
     pub fn may_fetch(&self, id: IssuerId, now: u64) -> bool {
         match self.issuers.get(id.0) {
-            Some(IssuerKeys { remote: Some(p), last_attempt, .. }) => {
-                last_attempt.is_none_or(|t| now >= t.saturating_add(p.cooldown))
-            }
+            Some(IssuerKeys {
+                remote: Some(p),
+                last_attempt,
+                ..
+            }) => last_attempt.is_none_or(|t| now >= t.saturating_add(p.cooldown)),
             _ => false,
         }
     }

@@ -53,7 +53,10 @@ pub(crate) fn serve(res: &Resource, method: &str) -> Response {
             status: 200,
             headers: vec![
                 ("content-type", "application/json".into()),
-                ("cache-control", alloc::format!("public, max-age={}", res.metadata_max_age)),
+                (
+                    "cache-control",
+                    alloc::format!("public, max-age={}", res.metadata_max_age),
+                ),
                 ("access-control-allow-origin", "*".into()),
             ],
             body: if method == "GET" {
@@ -69,7 +72,10 @@ pub(crate) fn serve(res: &Resource, method: &str) -> Response {
                 ("access-control-allow-origin", "*".into()),
                 ("access-control-allow-methods", "GET, HEAD, OPTIONS".into()),
                 ("access-control-allow-headers", PREFLIGHT_HEADERS.into()),
-                ("access-control-max-age", alloc::format!("{}", res.preflight_max_age)),
+                (
+                    "access-control-max-age",
+                    alloc::format!("{}", res.preflight_max_age),
+                ),
                 ("allow", "GET, HEAD, OPTIONS".into()),
             ],
             body: String::new(),

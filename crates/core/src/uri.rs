@@ -108,7 +108,10 @@ pub fn is_loopback_host(host: &str) -> bool {
     let h = host.to_ascii_lowercase();
     h == "localhost"
         || h == "[::1]"
-        || (h.starts_with("127.") && h.split('.').count() == 4 && h.split('.').all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit())))
+        || (h.starts_with("127.")
+            && h.split('.').count() == 4
+            && h.split('.')
+                .all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_digit())))
 }
 
 /// The normalised form used to compare audiences: lowercase scheme and host, default port
@@ -182,11 +185,26 @@ mod tests {
 
     #[test]
     fn audience_forms() {
-        assert_eq!(audience_form("HTTPS://MCP.Example.com:443/mcp", true), "https://mcp.example.com/mcp");
-        assert_eq!(audience_form("https://mcp.example.com/MCP", true), "https://mcp.example.com/MCP");
-        assert_eq!(audience_form("https://mcp.example.com/", true), "https://mcp.example.com");
-        assert_eq!(audience_form("https://mcp.example.com/", false), "https://mcp.example.com/");
-        assert_eq!(audience_form("https://mcp.example.com/mcp/", true), "https://mcp.example.com/mcp/");
+        assert_eq!(
+            audience_form("HTTPS://MCP.Example.com:443/mcp", true),
+            "https://mcp.example.com/mcp"
+        );
+        assert_eq!(
+            audience_form("https://mcp.example.com/MCP", true),
+            "https://mcp.example.com/MCP"
+        );
+        assert_eq!(
+            audience_form("https://mcp.example.com/", true),
+            "https://mcp.example.com"
+        );
+        assert_eq!(
+            audience_form("https://mcp.example.com/", false),
+            "https://mcp.example.com/"
+        );
+        assert_eq!(
+            audience_form("https://mcp.example.com/mcp/", true),
+            "https://mcp.example.com/mcp/"
+        );
         assert_eq!(audience_form("api://abc", true), "api://abc");
         assert_eq!(audience_form("my-api", true), "my-api");
         assert_eq!(audience_form("https://h/%6dcp", true), "https://h/%6dcp");

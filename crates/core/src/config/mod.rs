@@ -178,7 +178,10 @@ impl Config {
 
     fn from_raw(raw: raw::RawConfig) -> Result<Self, ConfigError> {
         if raw.resources.is_empty() {
-            return Err(ConfigError::new("resources", "at least one resource is required"));
+            return Err(ConfigError::new(
+                "resources",
+                "at least one resource is required",
+            ));
         }
         let unmatched = match raw.unmatched_requests.as_deref() {
             None | Some("deny") => Unmatched::Deny,
@@ -192,12 +195,13 @@ impl Config {
         };
         let max_token_bytes = raw.max_token_bytes.unwrap_or(16 * 1024) as usize;
         if !(512..=65536).contains(&max_token_bytes) {
-            return Err(ConfigError::new("max_token_bytes", "must be between 512 and 65536"));
+            return Err(ConfigError::new(
+                "max_token_bytes",
+                "must be between 512 and 65536",
+            ));
         }
-        let token_cache_max_entries = raw
-            .token_cache
-            .and_then(|t| t.max_entries)
-            .unwrap_or(4096) as usize;
+        let token_cache_max_entries =
+            raw.token_cache.and_then(|t| t.max_entries).unwrap_or(4096) as usize;
         if token_cache_max_entries > 1_000_000 {
             return Err(ConfigError::new(
                 "token_cache.max_entries",
@@ -277,20 +281,30 @@ fn resource(
         .ok_or_else(|| ConfigError::new(&rp, "must be an absolute URI (https://host/path)"))?;
     check_web_uri(&r.resource, &rp)?;
     if parts.fragment.is_some() {
-        return Err(ConfigError::new(&rp, "must not contain a fragment (RFC 8707 §2)"));
+        return Err(ConfigError::new(
+            &rp,
+            "must not contain a fragment (RFC 8707 §2)",
+        ));
     }
     if parts.query.is_some() {
         return Err(ConfigError::new(&rp, "must not contain a query"));
     }
     let route_prefix = parts.path.trim_end_matches('/').to_string();
     let metadata_path = format!("{}{}", metadata::WELL_KNOWN, route_prefix);
-    let origin = r.resource.strip_suffix(parts.path).unwrap_or(&r.resource).to_string();
+    let origin = r
+        .resource
+        .strip_suffix(parts.path)
+        .unwrap_or(&r.resource)
+        .to_string();
     let metadata_url = format!("{origin}{metadata_path}");
 
     let hosts = match r.hosts {
         None => None,
         Some(h) if h.is_empty() => {
-            return Err(ConfigError::new(format!("{p}.hosts"), "must not be empty when given"))
+            return Err(ConfigError::new(
+                format!("{p}.hosts"),
+                "must not be empty when given",
+            ))
         }
         Some(h) => {
             let mut out = Vec::with_capacity(h.len());
@@ -332,10 +346,15 @@ fn resource(
     }
     if let Some(n) = &r.resource_name {
         if n.is_empty() {
-            return Err(ConfigError::new(format!("{p}.resource_name"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{p}.resource_name"),
+                "must not be empty",
+            ));
         }
     }
-    let bearer_methods = r.bearer_methods_supported.unwrap_or_else(|| vec!["header".into()]);
+    let bearer_methods = r
+        .bearer_methods_supported
+        .unwrap_or_else(|| vec!["header".into()]);
     if bearer_methods.iter().any(|m| m != "header") {
         return Err(ConfigError::new(
             format!("{p}.bearer_methods_supported"),
@@ -346,18 +365,27 @@ fn resource(
     let fold_origin_slash = r.audience_ignore_origin_trailing_slash.unwrap_or(true);
     let audiences_raw = r.audiences.unwrap_or_else(|| vec![r.resource.clone()]);
     if audiences_raw.is_empty() {
-        return Err(ConfigError::new(format!("{p}.audiences"), "must not be empty when given"));
+        return Err(ConfigError::new(
+            format!("{p}.audiences"),
+            "must not be empty when given",
+        ));
     }
     let mut audiences = Vec::with_capacity(audiences_raw.len());
     for (i, a) in audiences_raw.iter().enumerate() {
         if a.is_empty() {
-            return Err(ConfigError::new(format!("{p}.audiences[{i}]"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{p}.audiences[{i}]"),
+                "must not be empty",
+            ));
         }
         audiences.push(uri::audience_form(a, fold_origin_slash));
     }
 
     if r.issuers.is_empty() {
-        return Err(ConfigError::new(format!("{p}.issuers"), "at least one issuer is required"));
+        return Err(ConfigError::new(
+            format!("{p}.issuers"),
+            "at least one issuer is required",
+        ));
     }
     let mut issuer_ids = Vec::with_capacity(r.issuers.len());
     for (i, iss) in r.issuers.into_iter().enumerate() {
@@ -377,7 +405,12 @@ fn resource(
     }
 
     let mut claim_to_headers = Vec::new();
-    for (i, c) in r.claim_to_headers.unwrap_or_default().into_iter().enumerate() {
+    for (i, c) in r
+        .claim_to_headers
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let hp = format!("{p}.claim_to_headers[{i}]");
         let name = c.header_name.to_ascii_lowercase();
         if !is_header_name(&name) {
@@ -393,10 +426,16 @@ fn resource(
             ));
         }
         if c.claim_name.is_empty() {
-            return Err(ConfigError::new(format!("{hp}.claim_name"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{hp}.claim_name"),
+                "must not be empty",
+            ));
         }
         if claim_to_headers.iter().any(|(h, _)| *h == name) {
-            return Err(ConfigError::new(format!("{hp}.header_name"), "is used twice"));
+            return Err(ConfigError::new(
+                format!("{hp}.header_name"),
+                "is used twice",
+            ));
         }
         claim_to_headers.push((name, c.claim_name));
     }
@@ -406,10 +445,19 @@ fn resource(
     for (i, o) in r.allowed_origins.unwrap_or_default().iter().enumerate() {
         let op = format!("{p}.allowed_origins[{i}]");
         let Some(parts) = uri::parse(o) else {
-            return Err(ConfigError::new(op, "must be an origin such as https://app.example.com"));
+            return Err(ConfigError::new(
+                op,
+                "must be an origin such as https://app.example.com",
+            ));
         };
-        if !(parts.path.is_empty() || parts.path == "/") || parts.query.is_some() || parts.has_userinfo {
-            return Err(ConfigError::new(op, "must be an origin (scheme://host[:port]) without a path"));
+        if !(parts.path.is_empty() || parts.path == "/")
+            || parts.query.is_some()
+            || parts.has_userinfo
+        {
+            return Err(ConfigError::new(
+                op,
+                "must be an origin (scheme://host[:port]) without a path",
+            ));
         }
         allowed_origins.push(uri::audience_form(o, true));
     }
@@ -460,13 +508,19 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
         return Err(ConfigError::new(format!("{p}.issuer"), "must not be empty"));
     }
     if r.issuer.chars().any(|c| c.is_control()) {
-        return Err(ConfigError::new(format!("{p}.issuer"), "must not contain control characters"));
+        return Err(ConfigError::new(
+            format!("{p}.issuer"),
+            "must not contain control characters",
+        ));
     }
     let algorithms = match r.algorithms {
         None => AlgSet::all(),
         Some(list) => {
             if list.is_empty() {
-                return Err(ConfigError::new(format!("{p}.algorithms"), "must not be empty when given"));
+                return Err(ConfigError::new(
+                    format!("{p}.algorithms"),
+                    "must not be empty when given",
+                ));
             }
             let mut set = AlgSet::empty();
             for (i, name) in list.iter().enumerate() {
@@ -488,7 +542,10 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
         None | Some("at+jwt") => TypPolicy::AtJwt,
         Some("any") => TypPolicy::Any,
         Some(_) => {
-            return Err(ConfigError::new(format!("{p}.typ"), "must be \"at+jwt\" or \"any\""))
+            return Err(ConfigError::new(
+                format!("{p}.typ"),
+                "must be \"at+jwt\" or \"any\"",
+            ))
         }
     };
     let clock_skew = u64::from(r.clock_skew_seconds.unwrap_or(60));
@@ -510,7 +567,9 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
             let json = match (local.inline_string, local.keys) {
                 (Some(s), None) => s,
                 (None, Some(keys)) => serde_json::to_string(&serde_json::json!({ "keys": keys }))
-                    .map_err(|_| ConfigError::new(format!("{lp}.keys"), "could not be serialized"))?,
+                    .map_err(|_| {
+                    ConfigError::new(format!("{lp}.keys"), "could not be serialized")
+                })?,
                 _ => {
                     return Err(ConfigError::new(
                         lp,
@@ -520,7 +579,9 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
             };
             KeySource::Local(json)
         }
-        (None, Some(remote)) => KeySource::Remote(remote_jwks(remote, &format!("{p}.remote_jwks"))?),
+        (None, Some(remote)) => {
+            KeySource::Remote(remote_jwks(remote, &format!("{p}.remote_jwks"))?)
+        }
     };
     Ok(Issuer {
         issuer: r.issuer,
@@ -535,7 +596,8 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
 fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError> {
     let up = format!("{p}.http_uri.uri");
     check_web_uri(&r.http_uri.uri, &up)?;
-    let parts = uri::parse(&r.http_uri.uri).ok_or_else(|| ConfigError::new(&up, "must be an absolute URI"))?;
+    let parts = uri::parse(&r.http_uri.uri)
+        .ok_or_else(|| ConfigError::new(&up, "must be an absolute URI"))?;
     let authority = match parts.port {
         Some(port) => format!("{}:{}", parts.host, port),
         None => parts.host.to_string(),
@@ -548,7 +610,10 @@ fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError
     };
     if let Some(c) = &r.http_uri.cluster {
         if c.is_empty() {
-            return Err(ConfigError::new(format!("{p}.http_uri.cluster"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{p}.http_uri.cluster"),
+                "must not be empty",
+            ));
         }
     }
     let timeout_ms = r.http_uri.timeout_ms.unwrap_or(5000);
@@ -562,7 +627,10 @@ fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError
     let max_cache_duration = r.max_cache_duration_seconds.unwrap_or(86_400);
     let cache_duration = r.cache_duration_seconds.unwrap_or(600);
     if min_cache_duration == 0 {
-        return Err(ConfigError::new(format!("{p}.min_cache_duration_seconds"), "must be at least 1"));
+        return Err(ConfigError::new(
+            format!("{p}.min_cache_duration_seconds"),
+            "must be at least 1",
+        ));
     }
     if max_cache_duration < min_cache_duration {
         return Err(ConfigError::new(
@@ -610,8 +678,14 @@ fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
     if parts.has_userinfo {
         return Err(ConfigError::new(path, "must not contain user information"));
     }
-    if value.chars().any(|c| c.is_ascii_whitespace() || c.is_control() || c == '"' || c == '\\') {
-        return Err(ConfigError::new(path, "must not contain spaces, quotes, backslashes or control characters"));
+    if value
+        .chars()
+        .any(|c| c.is_ascii_whitespace() || c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(ConfigError::new(
+            path,
+            "must not contain spaces, quotes, backslashes or control characters",
+        ));
     }
     match parts.scheme.to_ascii_lowercase().as_str() {
         "https" => Ok(()),
@@ -629,7 +703,8 @@ fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
 fn check_scopes(scopes: &[String], path: &str) -> Result<(), ConfigError> {
     for (i, s) in scopes.iter().enumerate() {
         let ok = !s.is_empty()
-            && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
         if !ok {
             return Err(ConfigError::new(
                 format!("{path}[{i}]"),

@@ -47,22 +47,56 @@ fn sec1(x: &[u8], y: &[u8]) -> alloc::vec::Vec<u8> {
 }
 
 impl CryptoProvider for JwtSimpleProvider {
-    fn verifier(&self, key: &Jwk, alg: Algorithm) -> Result<Box<dyn SignatureVerifier>, KeyRejected> {
+    fn verifier(
+        &self,
+        key: &Jwk,
+        alg: Algorithm,
+    ) -> Result<Box<dyn SignatureVerifier>, KeyRejected> {
         let k = match (alg, key) {
-            (Algorithm::RS256, Jwk::Rsa { n, e }) => Key::Rs256(RS256PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::RS384, Jwk::Rsa { n, e }) => Key::Rs384(RS384PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::RS512, Jwk::Rsa { n, e }) => Key::Rs512(RS512PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::PS256, Jwk::Rsa { n, e }) => Key::Ps256(PS256PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::PS384, Jwk::Rsa { n, e }) => Key::Ps384(PS384PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::PS512, Jwk::Rsa { n, e }) => Key::Ps512(PS512PublicKey::from_components(n, e).map_err(rejected)?),
-            (Algorithm::ES256, Jwk::Ec { curve: Curve::P256, x, y }) => {
-                Key::Es256(ES256PublicKey::from_bytes(&sec1(x, y)).map_err(rejected)?)
+            (Algorithm::RS256, Jwk::Rsa { n, e }) => {
+                Key::Rs256(RS256PublicKey::from_components(n, e).map_err(rejected)?)
             }
-            (Algorithm::ES384, Jwk::Ec { curve: Curve::P384, x, y }) => {
-                Key::Es384(ES384PublicKey::from_bytes(&sec1(x, y)).map_err(rejected)?)
+            (Algorithm::RS384, Jwk::Rsa { n, e }) => {
+                Key::Rs384(RS384PublicKey::from_components(n, e).map_err(rejected)?)
             }
-            (Algorithm::EdDSA, Jwk::Ed25519 { x }) => Key::EdDsa(Ed25519PublicKey::from_bytes(x).map_err(rejected)?),
-            _ => return Err(KeyRejected(format!("a {} key cannot carry {}", kind(key), alg.name()))),
+            (Algorithm::RS512, Jwk::Rsa { n, e }) => {
+                Key::Rs512(RS512PublicKey::from_components(n, e).map_err(rejected)?)
+            }
+            (Algorithm::PS256, Jwk::Rsa { n, e }) => {
+                Key::Ps256(PS256PublicKey::from_components(n, e).map_err(rejected)?)
+            }
+            (Algorithm::PS384, Jwk::Rsa { n, e }) => {
+                Key::Ps384(PS384PublicKey::from_components(n, e).map_err(rejected)?)
+            }
+            (Algorithm::PS512, Jwk::Rsa { n, e }) => {
+                Key::Ps512(PS512PublicKey::from_components(n, e).map_err(rejected)?)
+            }
+            (
+                Algorithm::ES256,
+                Jwk::Ec {
+                    curve: Curve::P256,
+                    x,
+                    y,
+                },
+            ) => Key::Es256(ES256PublicKey::from_bytes(&sec1(x, y)).map_err(rejected)?),
+            (
+                Algorithm::ES384,
+                Jwk::Ec {
+                    curve: Curve::P384,
+                    x,
+                    y,
+                },
+            ) => Key::Es384(ES384PublicKey::from_bytes(&sec1(x, y)).map_err(rejected)?),
+            (Algorithm::EdDSA, Jwk::Ed25519 { x }) => {
+                Key::EdDsa(Ed25519PublicKey::from_bytes(x).map_err(rejected)?)
+            }
+            _ => {
+                return Err(KeyRejected(format!(
+                    "a {} key cannot carry {}",
+                    kind(key),
+                    alg.name()
+                )))
+            }
         };
         Ok(Box::new(Verifier(k)))
     }

@@ -77,9 +77,19 @@ impl Algorithm {
                     | Algorithm::PS384
                     | Algorithm::PS512,
                 PublicKey::Rsa { .. },
-            ) | (Algorithm::ES256, PublicKey::Ec { curve: Curve::P256, .. })
-                | (Algorithm::ES384, PublicKey::Ec { curve: Curve::P384, .. })
-                | (Algorithm::EdDSA, PublicKey::Ed25519 { .. })
+            ) | (
+                Algorithm::ES256,
+                PublicKey::Ec {
+                    curve: Curve::P256,
+                    ..
+                }
+            ) | (
+                Algorithm::ES384,
+                PublicKey::Ec {
+                    curve: Curve::P384,
+                    ..
+                }
+            ) | (Algorithm::EdDSA, PublicKey::Ed25519 { .. })
         )
     }
 
@@ -115,7 +125,9 @@ impl AlgSet {
     }
     /// The members, in [`Algorithm::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Algorithm> {
-        Algorithm::ALL.into_iter().filter(move |a| self.contains(*a))
+        Algorithm::ALL
+            .into_iter()
+            .filter(move |a| self.contains(*a))
     }
 }
 
@@ -195,8 +207,11 @@ pub struct KeyRejected(pub String);
 pub trait CryptoProvider {
     /// Prepares a verifier for `key` bound to `alg`. Called when keys are installed, never
     /// per request, so this is the place for per-key precomputation.
-    fn verifier(&self, key: &PublicKey, alg: Algorithm)
-        -> Result<Box<dyn SignatureVerifier>, KeyRejected>;
+    fn verifier(
+        &self,
+        key: &PublicKey,
+        alg: Algorithm,
+    ) -> Result<Box<dyn SignatureVerifier>, KeyRejected>;
 }
 
 /// A provider for hosts that verify asynchronously: every verifier answers
