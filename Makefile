@@ -72,8 +72,12 @@ include workers/workers.mk
 
 ## ---- JavaScript tests (real Envoy, real workerd) ------------------------------------
 
-.PHONY: test-js test
-test-js: setup-node setup-python envoy-wasm worker-build
+.PHONY: cli test-js test
+# `mcp-edge-auth check-config FILE`: loads a config exactly as the hosts do.
+cli:
+	$(CARGO) build -p mcp-edge-auth-cli
+
+test-js: setup-node setup-python cli envoy-wasm worker-build
 	node --test --test-concurrency=1 tests/
 
 test: fmt-check clippy test-rust nostd test-js
