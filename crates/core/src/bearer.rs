@@ -81,13 +81,7 @@ mod tests {
     use super::*;
 
     fn req<'a>(headers: &'a [(&'a str, &'a str)]) -> Request<'a> {
-        Request {
-            method: "GET",
-            scheme: "https",
-            authority: "h",
-            path: "/",
-            headers,
-        }
+        Request::new("GET", "https", "h", "/", headers)
     }
 
     #[test]

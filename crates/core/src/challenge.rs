@@ -145,3 +145,27 @@ pub(crate) fn unmatched() -> Response {
         ),
     )
 }
+
+/// 400 for a body that is not JSON-RPC, or `Mcp-*` headers that disagree with it. Not an
+/// authentication problem, so no challenge.
+pub(crate) fn bad_body(description: &'static str) -> Response {
+    response(
+        400,
+        Reason::BadBody,
+        None,
+        json_body("invalid_request", description),
+    )
+}
+
+/// 413 for a body over the configured limit.
+pub(crate) fn body_too_large() -> Response {
+    response(
+        413,
+        Reason::BodyTooLarge,
+        None,
+        json_body(
+            "request_too_large",
+            "The request body is larger than this gateway inspects",
+        ),
+    )
+}

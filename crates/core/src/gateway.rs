@@ -19,9 +19,10 @@ use crate::challenge;
 use crate::claims::{self, ClaimError};
 use crate::config::{Config, Resource, Unmatched};
 use crate::crypto::{Algorithm, Verification, VerifyInput};
-use crate::http::{Forward, Identity, Reason, Request, Response};
+use crate::http::{Body, Forward, Identity, Reason, Request, Response};
 use crate::jws;
 use crate::keys::{IssuerId, KeyState, KeyStore};
+use crate::mcp::{self, BodyError};
 use crate::metadata;
 use crate::uri;
 
@@ -89,6 +90,8 @@ struct ForwardBase {
     remove_headers: Vec<String>,
     new_path: Option<String>,
     cors: Vec<(&'static str, String)>,
+    /// Scopes the MCP rules add for this request's messages (beyond `required_scopes`).
+    rule_scopes: Vec<String>,
 }
 
 /// The gateway: a validated config and the decision logic. Immutable; share it freely.
@@ -141,6 +144,48 @@ impl Gateway {
                         .is_some_and(|rest| rest.starts_with('/'))
             })
             .max_by_key(|(_, r)| r.route_prefix.len())
+    }
+
+    /// How many body bytes the host must buffer before [`Gateway::decide`], or `None` when
+    /// the decision does not depend on the body. A host that cannot buffer that much passes
+    /// [`crate::Body::TooLarge`] (413); one that asked and did not read it gets a 400.
+    pub fn body_limit(&self, req: &Request<'_>) -> Option<usize> {
+        if req.method != "POST" {
+            return None;
+        }
+        let path = req.path_only();
+        if metadata::lookup(&self.config.resources, path, |r| {
+            Self::host_ok(r, req.authority)
+        })
+        .is_some()
+        {
+            return None;
+        }
+        let (_, res) = self.route(req.authority, path)?;
+        res.mcp.as_ref().map(|m| m.max_body_bytes)
+    }
+
+    /// The scopes the MCP rules require for this request, or the refusal of its body.
+    fn rule_scopes(&self, res: &Resource, req: &Request<'_>) -> Result<Vec<String>, Response> {
+        let Some(m) = &res.mcp else {
+            return Ok(Vec::new());
+        };
+        if req.method != "POST" {
+            return Ok(Vec::new());
+        }
+        let body = match req.body {
+            Body::Bytes(b) if b.len() <= m.max_body_bytes => b,
+            Body::Bytes(_) | Body::TooLarge => return Err(challenge::body_too_large()),
+            Body::NotRead => return Err(challenge::bad_body("The request body could not be read")),
+        };
+        let messages = mcp::parse_body(body).map_err(|e| challenge::bad_body(e.description()))?;
+        let one = |name: &str| {
+            req.single_header(name)
+                .map_err(|_| challenge::bad_body(BodyError::HeaderMismatch.description()))
+        };
+        let (hm, hn) = (one("mcp-method")?, one("mcp-name")?);
+        mcp::check_headers(&messages, hm, hn).map_err(|e| challenge::bad_body(e.description()))?;
+        Ok(mcp::needed_scopes(&m.rules, &messages))
     }
 
     /// Decides what to do with a request at time `now` (seconds since the Unix epoch).
@@ -232,6 +277,10 @@ impl Gateway {
             );
         }
 
+        let rule_scopes = match self.rule_scopes(res, req) {
+            Ok(s) => s,
+            Err(r) => return with_cors(r, &cors),
+        };
         let base = ForwardBase {
             remove_headers: {
                 let mut v: Vec<String> = res
@@ -246,6 +295,7 @@ impl Gateway {
             },
             new_path: bearer::strip_query_token(req.path),
             cors,
+            rule_scopes,
         };
 
         let hash = token_hash(token);
@@ -516,12 +566,24 @@ impl Gateway {
         base: ForwardBase,
         cache_hit: bool,
     ) -> Verdict {
-        if !res
-            .required_scopes
-            .iter()
-            .all(|s| identity.scopes.contains(s))
-        {
-            let mut r = challenge::insufficient_scope(res, &res.required_scopes);
+        let granted = |s: &String| {
+            identity.scopes.contains(s)
+                || res
+                    .implied_scopes
+                    .iter()
+                    .any(|(g, implied)| implied.contains(s) && identity.scopes.contains(g))
+        };
+        let all_granted =
+            res.required_scopes.iter().all(granted) && base.rule_scopes.iter().all(granted);
+        if !all_granted {
+            let mut needed = res.required_scopes.clone();
+            needed.extend(
+                base.rule_scopes
+                    .iter()
+                    .filter(|s| !res.required_scopes.contains(s))
+                    .cloned(),
+            );
+            let mut r = challenge::insufficient_scope(res, &needed);
             r.headers.extend(base.cors);
             return Verdict::Respond(r);
         }

@@ -21,9 +21,41 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// All headers, repeats kept, names in any case.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The body, when [`crate::Gateway::body_limit`] asked the host to read it.
+    pub body: Body<'a>,
+}
+
+/// What the host knows of the request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Body<'a> {
+    /// Not read (the gateway did not ask for it).
+    #[default]
+    NotRead,
+    /// The whole body.
+    Bytes(&'a [u8]),
+    /// Longer than [`crate::Gateway::body_limit`]: answered with 413.
+    TooLarge,
 }
 
 impl<'a> Request<'a> {
+    /// A request without a body.
+    pub fn new(
+        method: &'a str,
+        scheme: &'a str,
+        authority: &'a str,
+        path: &'a str,
+        headers: &'a [(&'a str, &'a str)],
+    ) -> Self {
+        Request {
+            method,
+            scheme,
+            authority,
+            path,
+            headers,
+            body: Body::NotRead,
+        }
+    }
+
     /// Every value of a header, by case-insensitive name.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.headers
@@ -80,6 +112,10 @@ pub enum Reason {
     Scope,
     /// Disallowed `Origin`.
     Origin,
+    /// Body not JSON-RPC, or `Mcp-*` headers that disagree with it.
+    BadBody,
+    /// Body over the configured limit.
+    BodyTooLarge,
     /// No usable keys (JWKS endpoint down and nothing cached).
     KeysUnavailable,
     /// No configured resource covers the request and `unmatched_requests` is `deny`.
@@ -102,13 +138,15 @@ impl Reason {
             Reason::Audience => "audience",
             Reason::Scope => "scope",
             Reason::Origin => "origin",
+            Reason::BadBody => "bad_body",
+            Reason::BodyTooLarge => "body_too_large",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Unmatched => "unmatched",
         }
     }
 
     /// Every reason, for hosts that pre-register metrics.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Allowed,
         Reason::Unprotected,
         Reason::Metadata,
@@ -121,6 +159,8 @@ impl Reason {
         Reason::Audience,
         Reason::Scope,
         Reason::Origin,
+        Reason::BadBody,
+        Reason::BodyTooLarge,
         Reason::KeysUnavailable,
         Reason::Unmatched,
     ];

@@ -37,6 +37,7 @@
 //! | verified-token cache | [`cache`] |
 //! | metadata document and well-known paths | [`metadata`] |
 //! | `WWW-Authenticate` challenges and error bodies | [`challenge`] |
+//! | MCP-aware rules: scopes per JSON-RPC method and tool | [`mcp`] |
 //! | signature provider interface and default provider | [`crypto`] |
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -56,6 +57,7 @@ pub mod http;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+pub mod mcp;
 pub mod metadata;
 pub mod uri;
 
@@ -64,5 +66,5 @@ mod json;
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, KeyFetch, SignatureJob, Verdict};
-pub use http::{Forward, Identity, Reason, Request, Response};
+pub use http::{Body, Forward, Identity, Reason, Request, Response};
 pub use keys::{IssuerId, KeyStore};

@@ -273,13 +273,8 @@ fn deferred_signatures_round_trip() {
     let t = e.token(json!({}));
     let h = format!("Bearer {t}");
     let headers = [("authorization", h.as_str())];
-    let req = mcp_edge_auth_core::Request {
-        method: "POST",
-        scheme: "https",
-        authority: "mcp.example.com",
-        path: "/mcp",
-        headers: &headers,
-    };
+    let req =
+        mcp_edge_auth_core::Request::new("POST", "https", "mcp.example.com", "/mcp", &headers);
     let job = match gw.decide(&req, NOW, &keys, &mut cache) {
         Verdict::VerifySignature(j) => j,
         v => panic!("{v:?}"),

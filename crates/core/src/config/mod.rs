@@ -107,6 +107,17 @@ pub struct Resource {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) metadata_max_age: u32,
     pub(crate) preflight_max_age: u32,
+    /// For each scope, every scope it implies (transitively), from `scope_hierarchy`.
+    pub(crate) implied_scopes: Vec<(String, Vec<String>)>,
+    /// MCP-aware rules; `None` when the resource has none (the body is then never read).
+    pub(crate) mcp: Option<McpRules>,
+}
+
+/// MCP-aware authorization rules of a resource.
+#[derive(Debug, Clone)]
+pub struct McpRules {
+    pub(crate) rules: Vec<crate::mcp::Rule>,
+    pub(crate) max_body_bytes: usize,
 }
 
 /// A trusted issuer of one resource.
@@ -483,6 +494,12 @@ fn resource(
     })
     .map_err(|_| ConfigError::new(p, "metadata document could not be serialized"))?;
 
+    let implied_scopes = scope_hierarchy(r.scope_hierarchy, &format!("{p}.scope_hierarchy"))?;
+    let mcp = match r.mcp {
+        None => None,
+        Some(m) => Some(mcp_rules(m, &format!("{p}.mcp"))?),
+    };
+
     Ok(Resource {
         resource: r.resource,
         hosts,
@@ -500,6 +517,80 @@ fn resource(
         allowed_origins,
         metadata_max_age: r.metadata_max_age_seconds.unwrap_or(3600),
         preflight_max_age: r.preflight_max_age_seconds.unwrap_or(600),
+        implied_scopes,
+        mcp,
+    })
+}
+
+/// Resolves `scope_hierarchy` (`{"mcp:admin": ["mcp:write"], "mcp:write": ["mcp:read"]}`)
+/// into the transitive closure, once, so a request only does lookups.
+fn scope_hierarchy(
+    raw: Option<alloc::collections::BTreeMap<String, Vec<String>>>,
+    p: &str,
+) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let Some(map) = raw else {
+        return Ok(Vec::new());
+    };
+    for (k, v) in &map {
+        check_scopes(core::slice::from_ref(k), &format!("{p}.{k}"))?;
+        check_scopes(v, &format!("{p}.{k}"))?;
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for k in map.keys() {
+        let mut closure: Vec<String> = Vec::new();
+        let mut todo: Vec<&String> = map.get(k).map(|v| v.iter().collect()).unwrap_or_default();
+        while let Some(s) = todo.pop() {
+            if s == k {
+                return Err(ConfigError::new(
+                    format!("{p}.{k}"),
+                    "scope hierarchy has a cycle",
+                ));
+            }
+            if !closure.contains(s) {
+                closure.push(s.clone());
+                if let Some(more) = map.get(s) {
+                    todo.extend(more.iter());
+                }
+            }
+        }
+        out.push((k.clone(), closure));
+    }
+    Ok(out)
+}
+
+fn mcp_rules(m: raw::RawMcp, p: &str) -> Result<McpRules, ConfigError> {
+    let max_body_bytes = m.max_body_bytes.unwrap_or(64 * 1024) as usize;
+    if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+        return Err(ConfigError::new(
+            format!("{p}.max_body_bytes"),
+            "must be between 1024 and 16777216",
+        ));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in m.rules.unwrap_or_default().into_iter().enumerate() {
+        let rp = format!("{p}.rules[{i}]");
+        if r.method.is_empty() {
+            return Err(ConfigError::new(
+                format!("{rp}.method"),
+                "must not be empty",
+            ));
+        }
+        if r.name.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                format!("{rp}.name"),
+                "must not be empty when given",
+            ));
+        }
+        check_scopes(&r.scopes, &format!("{rp}.scopes"))?;
+        rules.push(crate::mcp::Rule {
+            method: r.method,
+            name: r.name,
+            scopes: r.scopes,
+        });
+    }
+    Ok(McpRules {
+        rules,
+        max_body_bytes,
     })
 }
 

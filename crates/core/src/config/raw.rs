@@ -68,6 +68,28 @@ pub(crate) struct RawResource {
     pub metadata_max_age_seconds: Option<u32>,
     #[serde(default)]
     pub preflight_max_age_seconds: Option<u32>,
+    #[serde(default)]
+    pub scope_hierarchy: Option<alloc::collections::BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    pub mcp: Option<RawMcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMcp {
+    #[serde(default)]
+    pub rules: Option<Vec<RawRule>>,
+    #[serde(default)]
+    pub max_body_bytes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub method: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -183,14 +183,21 @@ impl World {
         headers: &[(&str, &str)],
         now: u64,
     ) -> Verdict {
-        let req = Request {
-            method,
-            scheme: "https",
-            authority: "mcp.example.com",
-            path,
-            headers,
-        };
+        let req = Request::new(method, "https", "mcp.example.com", path, headers);
         self.gw.decide(&req, now, &self.keys, &mut self.cache)
+    }
+
+    /// A POST with a body, read as a host does: only when the gateway asks for it.
+    pub fn post(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> Verdict {
+        let mut req = Request::new("POST", "https", "mcp.example.com", path, headers);
+        if let Some(limit) = self.gw.body_limit(&req) {
+            req.body = if body.len() > limit {
+                mcp_edge_auth_core::Body::TooLarge
+            } else {
+                mcp_edge_auth_core::Body::Bytes(body.as_bytes())
+            };
+        }
+        self.gw.decide(&req, NOW, &self.keys, &mut self.cache)
     }
 
     pub fn with_token(&mut self, token: &str) -> Verdict {
