@@ -34,8 +34,9 @@ pub struct VerifiedToken {
     pub resource: usize,
     /// Issuer that signed it.
     pub issuer: IssuerId,
-    /// That issuer's key generation when it was verified.
-    pub generation: u64,
+    /// That issuer's key generation when its signature was verified; `None` when it was
+    /// introspected (then no key change voids it, only its expiry and the cache bound).
+    pub generation: Option<u64>,
     /// `exp` plus the issuer's leeway: the entry is void from this time on.
     pub expires_at: u64,
     /// The verified identity.

@@ -43,6 +43,43 @@ pub enum Verdict {
     /// Verify this signature with the host's own (asynchronous) crypto, then call
     /// [`Gateway::resume`].
     VerifySignature(SignatureJob),
+    /// The token is opaque: POST this RFC 7662 introspection request, then call
+    /// [`Gateway::resume_introspection`] with the answer (or `None` if the call failed).
+    Introspect(IntrospectionJob),
+}
+
+/// An RFC 7662 introspection request for the host to send.
+///
+/// `body` holds the token: never log it. (`Debug` redacts it.)
+#[derive(Clone)]
+pub struct IntrospectionJob {
+    /// The issuer whose endpoint answers.
+    pub issuer: IssuerId,
+    /// Envoy cluster, when configured.
+    pub cluster: Option<String>,
+    /// Full endpoint URL (for `fetch`).
+    pub uri: String,
+    /// `:authority` of the endpoint.
+    pub authority: String,
+    /// `:path` of the endpoint.
+    pub path: String,
+    /// Timeout in milliseconds.
+    pub timeout_ms: u32,
+    /// Request headers: content type, accept and client authentication.
+    pub headers: Vec<(&'static str, String)>,
+    /// The form body: `token=…&token_type_hint=access_token`.
+    pub body: String,
+    pending: Pending,
+}
+
+impl core::fmt::Debug for IntrospectionJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IntrospectionJob")
+            .field("issuer", &self.issuer)
+            .field("uri", &self.uri)
+            .field("body", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// A request for keys.
@@ -300,7 +337,11 @@ impl Gateway {
 
         let hash = token_hash(token);
         if let Some(hit) = cache.get(&hash, ri, now) {
-            if hit.generation == keys.generation(hit.issuer) && keys.usable(hit.issuer, now) {
+            let still_good = match hit.generation {
+                None => true,
+                Some(g) => g == keys.generation(hit.issuer) && keys.usable(hit.issuer, now),
+            };
+            if still_good {
                 let identity = hit.identity.clone();
                 let headers = hit.claim_headers.clone();
                 return self.finish(res, identity, headers, base, true);
@@ -308,6 +349,41 @@ impl Gateway {
             cache.remove(&hash);
         }
 
+        if !token.contains('.') {
+            if let Some((issuer, intro)) = res.issuers.iter().find_map(|id| {
+                let i = self.config.issuer(*id)?;
+                Some((*id, i.introspection.as_ref()?))
+            }) {
+                return Verdict::Introspect(IntrospectionJob {
+                    issuer,
+                    cluster: intro.cluster.clone(),
+                    uri: intro.uri.clone(),
+                    authority: intro.authority.clone(),
+                    path: intro.path.clone(),
+                    timeout_ms: intro.timeout_ms,
+                    headers: vec![
+                        (
+                            "content-type",
+                            "application/x-www-form-urlencoded".to_string(),
+                        ),
+                        ("accept", "application/json".to_string()),
+                        ("authorization", intro.authorization.clone()),
+                    ],
+                    body: alloc::format!(
+                        "token={}&token_type_hint=access_token",
+                        crate::form::encode(token)
+                    ),
+                    pending: Pending {
+                        resource: ri,
+                        hash,
+                        identity: Identity::default(),
+                        claim_headers: Vec::new(),
+                        expires_at: 0,
+                        base,
+                    },
+                });
+            }
+        }
         match self.check_token(res, ri, token, hash, now, keys, base) {
             Ok(Checked::Verified(p)) => self.accept(p, None, now, keys, cache),
             Ok(Checked::Other(v)) => v,
@@ -520,6 +596,125 @@ impl Gateway {
         )
     }
 
+    /// Completes a [`Verdict::Introspect`] with the endpoint's answer: `Some((status,
+    /// body))`, or `None` when the call failed (timeout, connection refused). Anything but a
+    /// 200 with a JSON object is a 503: an introspection outage never lets a token through.
+    pub fn resume_introspection(
+        &self,
+        job: IntrospectionJob,
+        answer: Option<(u16, &[u8])>,
+        now: u64,
+        cache: &mut TokenCache,
+    ) -> Verdict {
+        let p = job.pending;
+        let (Some(res), Some(issuer)) = (
+            self.config.resources.get(p.resource),
+            self.config.issuer(job.issuer),
+        ) else {
+            return Verdict::Respond(challenge::unmatched());
+        };
+        let retry_after = issuer
+            .introspection
+            .as_ref()
+            .map_or(10, |i| u64::from(i.retry_after));
+        let refuse = |r: Response, cors: Vec<(&'static str, String)>| {
+            let mut r = r;
+            r.headers.extend(cors);
+            Verdict::Respond(r)
+        };
+        let doc = match answer {
+            Some((200, body)) => match crate::json::StrictObject::from_slice(body) {
+                Some(d) => d,
+                None => return refuse(challenge::unavailable(retry_after), p.base.cors),
+            },
+            _ => return refuse(challenge::unavailable(retry_after), p.base.cors),
+        };
+        let invalid = |d: &'static str, reason: Reason| challenge::invalid_token(res, d, reason);
+        if doc.get("active") != Some(&Value::Bool(true)) {
+            return refuse(
+                invalid("The access token is not active", Reason::Invalid),
+                p.base.cors,
+            );
+        }
+        match doc.get("iss") {
+            None => {}
+            Some(Value::String(s)) if *s == issuer.issuer => {}
+            Some(_) => {
+                return refuse(
+                    invalid("The access token issuer is not trusted", Reason::Invalid),
+                    p.base.cors,
+                )
+            }
+        }
+        let exp = match claims::check_time(
+            doc.get("exp"),
+            doc.get("nbf"),
+            doc.get("iat"),
+            now,
+            issuer.clock_skew,
+        ) {
+            Ok(exp) => exp,
+            Err(e) => {
+                let reason = if matches!(e, ClaimError::Expired | ClaimError::NotYetValid) {
+                    Reason::Expired
+                } else {
+                    Reason::Invalid
+                };
+                return refuse(invalid(e.description(), reason), p.base.cors);
+            }
+        };
+        if audience::check(doc.get("aud"), &res.audiences, res.fold_origin_slash)
+            != Audience::Accepted
+        {
+            return refuse(
+                invalid(
+                    "The access token was not issued for this resource",
+                    Reason::Audience,
+                ),
+                p.base.cors,
+            );
+        }
+        let scopes = match claims::scopes(doc.get("scope"), doc.get("scp")) {
+            Ok(s) => s,
+            Err(e) => return refuse(invalid(e.description(), Reason::Invalid), p.base.cors),
+        };
+        let identity = Identity {
+            issuer: issuer.issuer.clone(),
+            subject: doc
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(ToString::to_string),
+            client_id: doc
+                .get("client_id")
+                .and_then(Value::as_str)
+                .map(ToString::to_string),
+            scopes,
+            expires_at: exp,
+        };
+        let claim_headers: Vec<(String, String)> = res
+            .claim_to_headers
+            .iter()
+            .filter_map(|(h, claim)| header_value(doc.get(claim)?).map(|v| (h.clone(), v)))
+            .collect();
+        let max = issuer
+            .introspection
+            .as_ref()
+            .map_or(0, |i| u64::from(i.cache_max_seconds));
+        cache.insert(
+            p.hash,
+            VerifiedToken {
+                resource: p.resource,
+                issuer: job.issuer,
+                generation: None,
+                expires_at: exp.min(now.saturating_add(max)),
+                identity: identity.clone(),
+                claim_headers: claim_headers.clone(),
+            },
+            now,
+        );
+        self.finish(res, identity, claim_headers, p.base, false)
+    }
+
     fn accept(
         &self,
         p: Pending,
@@ -547,7 +742,7 @@ impl Gateway {
                 VerifiedToken {
                     resource: p.resource,
                     issuer,
-                    generation,
+                    generation: Some(generation),
                     expires_at: p.expires_at,
                     identity: p.identity.clone(),
                     claim_headers: p.claim_headers.clone(),

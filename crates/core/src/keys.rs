@@ -152,7 +152,7 @@ impl KeyStore {
                     cooldown: u64::from(r.refetch_cooldown),
                     retry_after: u64::from(r.retry_after),
                 }),
-                KeySource::Local(_) => None,
+                KeySource::Local(_) | KeySource::None => None,
             };
             store.issuers.push(IssuerKeys {
                 algorithms: iss.algorithms,

@@ -61,10 +61,11 @@ pub mod mcp;
 pub mod metadata;
 pub mod uri;
 
+mod form;
 mod json;
 
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, KeyFetch, SignatureJob, Verdict};
+pub use gateway::{Gateway, IntrospectionJob, KeyFetch, SignatureJob, Verdict};
 pub use http::{Body, Forward, Identity, Reason, Request, Response};
 pub use keys::{IssuerId, KeyStore};

@@ -132,6 +132,8 @@ pub struct Issuer {
     pub source: KeySource,
     pub(crate) typ: TypPolicy,
     pub(crate) clock_skew: u64,
+    /// RFC 7662 introspection for tokens that are not JWTs.
+    pub introspection: Option<Introspection>,
 }
 
 /// Where an issuer's keys come from.
@@ -141,6 +143,39 @@ pub enum KeySource {
     Local(String),
     /// A JWKS document the host fetches.
     Remote(RemoteJwks),
+    /// No keys: the issuer's tokens are opaque and introspected.
+    None,
+}
+
+/// How to reach an RFC 7662 introspection endpoint.
+#[derive(Clone)]
+pub struct Introspection {
+    /// Endpoint URL.
+    pub uri: String,
+    /// `host[:port]` of the endpoint.
+    pub authority: String,
+    /// Path and query of the endpoint.
+    pub path: String,
+    /// Envoy cluster that reaches it.
+    pub cluster: Option<String>,
+    /// Timeout in milliseconds.
+    pub timeout_ms: u32,
+    /// `Authorization: Basic …` value (client_secret_basic, RFC 7662 §2.1).
+    pub(crate) authorization: String,
+    /// Longest time an introspection result is cached (never past the token's `exp`).
+    pub cache_max_seconds: u32,
+    /// `Retry-After` of the 503 sent when the endpoint fails.
+    pub retry_after: u32,
+}
+
+impl fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Introspection")
+            .field("uri", &self.uri)
+            .field("cluster", &self.cluster)
+            .field("authorization", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a host fetches and caches a remote JWKS. Times are in seconds.
@@ -646,11 +681,22 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
             "must be at most 600",
         ));
     }
+    let introspection = match r.introspection {
+        None => None,
+        Some(i) => Some(introspection(i, &format!("{p}.introspection"))?),
+    };
     let source = match (r.local_jwks, r.remote_jwks) {
-        (Some(_), Some(_)) | (None, None) => {
+        (Some(_), Some(_)) => {
             return Err(ConfigError::new(
                 p,
                 "exactly one of local_jwks and remote_jwks is required",
+            ))
+        }
+        (None, None) if introspection.is_some() => KeySource::None,
+        (None, None) => {
+            return Err(ConfigError::new(
+                p,
+                "exactly one of local_jwks and remote_jwks is required (or introspection, for opaque tokens)",
             ))
         }
         (Some(local), None) => {
@@ -681,14 +727,13 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
         source,
         typ,
         clock_skew,
+        introspection,
     })
 }
 
-fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError> {
-    let up = format!("{p}.http_uri.uri");
-    check_web_uri(&r.http_uri.uri, &up)?;
-    let parts = uri::parse(&r.http_uri.uri)
-        .ok_or_else(|| ConfigError::new(&up, "must be an absolute URI"))?;
+fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), ConfigError> {
+    check_web_uri(uri, p)?;
+    let parts = uri::parse(uri).ok_or_else(|| ConfigError::new(p, "must be an absolute URI"))?;
     let authority = match parts.port {
         Some(port) => format!("{}:{}", parts.host, port),
         None => parts.host.to_string(),
@@ -699,6 +744,44 @@ fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError
         (path, None) => path.to_string(),
         (path, Some(q)) => format!("{path}?{q}"),
     };
+    Ok((authority, path))
+}
+
+fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, ConfigError> {
+    let (authority, path) = split_http_uri(&r.http_uri.uri, &format!("{p}.http_uri.uri"))?;
+    if r.client_id.is_empty() || r.client_id.contains(':') {
+        return Err(ConfigError::new(
+            format!("{p}.client_id"),
+            "must be non-empty and contain no ':'",
+        ));
+    }
+    let timeout_ms = r.http_uri.timeout_ms.unwrap_or(3000);
+    if !(100..=60_000).contains(&timeout_ms) {
+        return Err(ConfigError::new(
+            format!("{p}.http_uri.timeout_ms"),
+            "must be between 100 and 60000",
+        ));
+    }
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        crate::form::encode(&r.client_id),
+        crate::form::encode(&r.client_secret)
+    ));
+    Ok(Introspection {
+        uri: r.http_uri.uri,
+        authority,
+        path,
+        cluster: r.http_uri.cluster,
+        timeout_ms,
+        authorization: format!("Basic {basic}"),
+        cache_max_seconds: r.cache_max_seconds.unwrap_or(300),
+        retry_after: r.retry_after_seconds.unwrap_or(10),
+    })
+}
+
+fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError> {
+    let (authority, path) = split_http_uri(&r.http_uri.uri, &format!("{p}.http_uri.uri"))?;
     if let Some(c) = &r.http_uri.cluster {
         if c.is_empty() {
             return Err(ConfigError::new(

@@ -103,6 +103,8 @@ pub(crate) struct RawIssuer {
     #[serde(default)]
     pub remote_jwks: Option<RawRemoteJwks>,
     #[serde(default)]
+    pub introspection: Option<RawIntrospection>,
+    #[serde(default)]
     pub typ: Option<String>,
     #[serde(default)]
     pub clock_skew_seconds: Option<u32>,
@@ -152,4 +154,16 @@ pub(crate) struct RawHttpUri {
 pub(crate) struct RawClaimToHeader {
     pub header_name: String,
     pub claim_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIntrospection {
+    pub http_uri: RawHttpUri,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default)]
+    pub cache_max_seconds: Option<u32>,
+    #[serde(default)]
+    pub retry_after_seconds: Option<u32>,
 }
