@@ -1,0 +1,26 @@
+// Seeds the fuzz corpora with real material: tokens minted by `jose` (RS256, ES256, EdDSA),
+// their JWKS, example configs, JSON-RPC bodies and introspection answers.
+import { mkdirSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeKey, jwks, mint } from '../tests/lib/tokens.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const corpus = (t) => { const d = join(here, 'corpus', t); mkdirSync(d, { recursive: true }); return d; };
+const put = (t, name, data) => writeFileSync(join(corpus(t), name), data);
+
+const keys = [await makeKey('RS256', 'k-rs'), await makeKey('ES256', 'k-es'), await makeKey('EdDSA', 'k-ed')];
+const claims = { iss: 'https://as.example.com', aud: 'https://mcp.example.com/mcp', sub: 'user', scope: 'mcp:read' };
+for (const k of keys) {
+  const t = await mint(k, claims);
+  put('jws', `${k.alg}.txt`, t);
+  put('bearer', `${k.alg}.txt`, `Bearer ${t}`);
+}
+put('jwks', 'all.json', JSON.stringify(jwks(...keys)));
+for (const k of keys) put('jwks', `${k.alg}.json`, JSON.stringify(jwks(k)));
+for (const f of readdirSync(join(here, '..', 'config', 'examples'))) put('config', f, readFileSync(join(here, '..', 'config', 'examples', f)));
+put('mcp_body', 'call.json', JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'admin_reset' } }));
+put('mcp_body', 'batch.json', JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { jsonrpc: '2.0', method: 'notifications/initialized' }]));
+put('introspection', 'active.json', JSON.stringify({ active: true, aud: 'https://mcp.example.com/mcp', exp: 1900000000, scope: 'mcp:read', sub: 'u' }));
+put('decide', 'wellknown.txt', 'GET/.well-known/oauth-protected-resource/mcp');
+console.log('seeded fuzz/corpus');
