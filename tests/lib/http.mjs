@@ -11,10 +11,13 @@ export function send(url, { method = 'GET', headers = [], body } = {}) {
   const u = new URL(url);
   const flat = [];
   const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+  // With headers given as a flat array Node sends no Host header of its own (setHost only
+  // applies to object headers), and HTTP/1.1 servers answer 400 without one.
+  if (!pairs.some(([k]) => k.toLowerCase() === 'host')) flat.push('host', u.host);
   for (const [k, v] of pairs) flat.push(k, v);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: flat, setHost: !pairs.some(([k]) => k.toLowerCase() === 'host') },
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: flat },
       (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));

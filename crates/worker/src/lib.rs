@@ -1,1 +1,755 @@
-//! placeholder
+//! # mcp-edge-auth-worker
+//!
+//! The mcp-edge-auth core as a Cloudflare Worker module (wasm-bindgen, `--target web`).
+//!
+//! Rust keeps the whole policy (metadata, challenges, audience, claims, key freshness and the
+//! refetch cooldown, the verified-token cache); JavaScript does the IO: it fetches JWKS
+//! documents, verifies signatures with WebCrypto (`crypto.subtle.verify`, native and several
+//! times faster in a Worker than pure-Rust crypto) and forwards requests. The key store is
+//! built with [`DeferredProvider`], so [`Gateway::decide`] answers
+//! [`Verdict::VerifySignature`] with a [`SignatureJob`] that JavaScript carries out and hands
+//! back through [`Engine::resume`].
+//!
+//! Verdicts cross the boundary as small JSON documents (serde_json is already part of the
+//! core, so this costs no code size); byte strings (signing input, signature, JWKS bodies)
+//! cross as `Uint8Array`s. Every method is total: no input makes it panic.
+//!
+//! The JSON shapes (`kind` tells which):
+//!
+//! * `{"kind":"respond","status":401,"headers":[["www-authenticate","…"],…],"body":"…","reason":"missing"}`
+//! * `{"kind":"forward","remove_headers":[…],"add_headers":[[name,value],…],"new_path":null|"/p?q",
+//!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false}`
+//! * `{"kind":"fetch_keys","issuer":0,"unknown_kid":true}`
+//! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3]}`
+//! * `{"kind":"introspect","job":8,"issuer":0,"uri":"https://…","timeout_ms":3000,"headers":[…]}`
+//!   (the form body, which holds the token, is fetched separately with
+//!   [`Engine::introspection_body`] so that the verdict itself never carries a token)
+//!
+//! A request body is read only when [`Engine::body_limit`] asks for it (MCP rules that look
+//! at JSON-RPC methods), and handed to [`Engine::decide`] with `body_state` 1 (bytes) or 2
+//! (larger than the limit: 413).
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use wasm_bindgen::prelude::*;
+
+use mcp_edge_auth_core::config::KeySource;
+use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
+use mcp_edge_auth_core::gateway::IntrospectionJob;
+use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
+use mcp_edge_auth_core::{Config, Gateway, IssuerId, KeyStore, SignatureJob, TokenCache, Verdict};
+
+/// Jobs (signatures, introspections) kept waiting for JavaScript at most. A job is normally
+/// resumed or cancelled within one request; the bound only matters if a host drops jobs, and
+/// then the oldest go.
+const MAX_PENDING_JOBS: usize = 4096;
+
+/// Longest header block (all names and values) the core looks at. Workers' own limit is far
+/// lower; the JavaScript side answers 431 before this is reached.
+const MAX_HEADER_BLOCK: usize = 1024 * 1024;
+
+/// Seconds since the Unix epoch from a JavaScript number (`Date.now() / 1000`).
+fn secs(now: f64) -> u64 {
+    if now.is_finite() && now > 0.0 {
+        // Saturating float-to-int conversion; fractions are dropped.
+        now as u64
+    } else {
+        0
+    }
+}
+
+fn to_json(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| String::from(r#"{"kind":"error"}"#))
+}
+
+fn pairs<K: AsRef<str>, V: AsRef<str>>(items: &[(K, V)]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|(k, v)| json!([k.as_ref(), v.as_ref()]))
+            .collect(),
+    )
+}
+
+fn identity_json(id: &Identity) -> Value {
+    json!({
+        "issuer": id.issuer,
+        "subject": id.subject,
+        "client_id": id.client_id,
+        "scopes": id.scopes,
+        "expires_at": id.expires_at,
+    })
+}
+
+fn respond_json(r: &Response) -> Value {
+    json!({
+        "kind": "respond",
+        "status": r.status,
+        "headers": pairs(&r.headers),
+        "body": r.body,
+        "reason": r.reason.as_str(),
+    })
+}
+
+fn forward_json(f: &Forward) -> Value {
+    json!({
+        "kind": "forward",
+        "remove_headers": f.remove_headers,
+        "add_headers": pairs(&f.add_headers),
+        "new_path": f.new_path,
+        "response_headers": pairs(&f.response_headers),
+        "identity": f.identity.as_ref().map(identity_json),
+        "reason": f.reason.as_str(),
+        "cache_hit": f.cache_hit,
+    })
+}
+
+fn with_job(mut v: Value, id: u32) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("job".into(), json!(id));
+    }
+    v
+}
+
+/// Splits a header block of `name:value` lines (the form the JavaScript side builds from a
+/// `Headers` object, whose values can hold neither CR nor LF). Lines without `:` are skipped.
+fn parse_headers(block: &str) -> Vec<(&str, &str)> {
+    if block.len() > MAX_HEADER_BLOCK {
+        // Never a truncated view (a dropped second Authorization or Origin header would
+        // change the decision): no headers at all, which can only lead to a refusal
+        // (no credentials) on a protected path.
+        return Vec::new();
+    }
+    block
+        .split('\n')
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim(), v.trim_matches([' ', '\t', '\r'])))
+        .filter(|(n, _)| !n.is_empty())
+        .collect()
+}
+
+/// A public key as a JWK that WebCrypto's `importKey("jwk", …)` accepts.
+fn webcrypto_jwk(key: &PublicKey) -> Value {
+    let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+    match key {
+        PublicKey::Rsa { n, e } => json!({ "kty": "RSA", "n": b(n), "e": b(e), "ext": true }),
+        PublicKey::Ec { curve, x, y } => json!({
+            "kty": "EC",
+            "crv": match curve { Curve::P256 => "P-256", Curve::P384 => "P-384" },
+            "x": b(x),
+            "y": b(y),
+            "ext": true,
+        }),
+        PublicKey::Ed25519 { x } => {
+            json!({ "kty": "OKP", "crv": "Ed25519", "x": b(x), "ext": true })
+        }
+    }
+}
+
+/// The gateway, the key store and the verified-token cache of one Worker isolate.
+///
+/// The plain-Rust half of [`Engine`]: everything here is testable on the host target.
+pub struct Host {
+    gateway: Gateway,
+    keys: KeyStore,
+    cache: TokenCache,
+    jobs: BTreeMap<u32, Job>,
+    next_job: u32,
+}
+
+/// Work handed to JavaScript and resumed later.
+enum Job {
+    Signature(SignatureJob),
+    Introspection(IntrospectionJob),
+}
+
+/// `body_state` values of [`Host::decide`].
+const BODY_NOT_READ: u8 = 0;
+const BODY_BYTES: u8 = 1;
+const BODY_TOO_LARGE: u8 = 2;
+
+impl Host {
+    /// Loads a configuration (the one JSON format). The error names the offending field.
+    pub fn new(config_json: &str) -> Result<Host, String> {
+        let config = Config::from_json(config_json.as_bytes()).map_err(|e| e.to_string())?;
+        let keys = KeyStore::new(&config, Box::new(DeferredProvider)).map_err(|e| e.to_string())?;
+        let gateway = Gateway::new(config);
+        let cache = gateway.new_cache();
+        Ok(Host {
+            gateway,
+            keys,
+            cache,
+            jobs: BTreeMap::new(),
+            next_job: 1,
+        })
+    }
+
+    /// How many body bytes to read before [`Host::decide`], or `None` when the decision does
+    /// not depend on the body.
+    pub fn body_limit(
+        &self,
+        method: &str,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        headers: &str,
+    ) -> Option<usize> {
+        let headers = parse_headers(headers);
+        let req = Request::new(method, scheme, authority, path, &headers);
+        self.gateway.body_limit(&req)
+    }
+
+    /// Decides a request; returns the verdict as JSON (see the crate docs). `body_state` is
+    /// 0 (not read), 1 (`body` is the whole body) or 2 (longer than [`Host::body_limit`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        method: &str,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        headers: &str,
+        body_state: u8,
+        body: &[u8],
+        now: u64,
+    ) -> String {
+        let headers = parse_headers(headers);
+        let mut req = Request::new(method, scheme, authority, path, &headers);
+        req.body = match body_state {
+            BODY_BYTES => Body::Bytes(body),
+            BODY_TOO_LARGE => Body::TooLarge,
+            BODY_NOT_READ => Body::NotRead,
+            _ => Body::NotRead,
+        };
+        let verdict = self.gateway.decide(&req, now, &self.keys, &mut self.cache);
+        self.verdict_json(verdict)
+    }
+
+    /// Completes a signature job with JavaScript's answer. An unknown job (already resumed,
+    /// cancelled or evicted, or not a signature job) answers 503, never a forward.
+    pub fn resume(&mut self, job: u32, valid: bool, now: u64) -> String {
+        match self.jobs.remove(&job) {
+            Some(Job::Signature(j)) => {
+                let issuer = j.issuer;
+                let verdict = self
+                    .gateway
+                    .resume(j, valid, now, &self.keys, &mut self.cache);
+                self.final_json(verdict, issuer)
+            }
+            Some(Job::Introspection(j)) => {
+                let issuer = j.issuer;
+                let verdict = self
+                    .gateway
+                    .resume_introspection(j, None, now, &mut self.cache);
+                self.final_json(verdict, issuer)
+            }
+            None => self.keys_unavailable(u32::MAX),
+        }
+    }
+
+    /// Completes an introspection job: `answered` false when the call failed (timeout,
+    /// connection refused, body too large), else the endpoint's status and body.
+    pub fn resume_introspection(
+        &mut self,
+        job: u32,
+        answered: bool,
+        status: u16,
+        body: &[u8],
+        now: u64,
+    ) -> String {
+        match self.jobs.remove(&job) {
+            Some(Job::Introspection(j)) => {
+                let issuer = j.issuer;
+                let answer = answered.then_some((status, body));
+                let verdict = self
+                    .gateway
+                    .resume_introspection(j, answer, now, &mut self.cache);
+                self.final_json(verdict, issuer)
+            }
+            Some(Job::Signature(j)) => {
+                let issuer = j.issuer;
+                let verdict = self
+                    .gateway
+                    .resume(j, false, now, &self.keys, &mut self.cache);
+                self.final_json(verdict, issuer)
+            }
+            None => self.keys_unavailable(u32::MAX),
+        }
+    }
+
+    /// A resumed job's verdict. Resuming never asks for keys or another job; were it to, that
+    /// is a failure to check (503), not a loop.
+    fn final_json(&mut self, verdict: Verdict, issuer: IssuerId) -> String {
+        match verdict {
+            Verdict::Respond(_) | Verdict::Forward(_) => self.verdict_json(verdict),
+            Verdict::FetchKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {
+                to_json(&respond_json(&self.gateway.keys_unavailable(issuer)))
+            }
+        }
+    }
+
+    /// The form body of an introspection job (it holds the token: never log it).
+    pub fn introspection_body(&self, job: u32) -> Option<String> {
+        match self.jobs.get(&job) {
+            Some(Job::Introspection(j)) => Some(j.body.clone()),
+            _ => None,
+        }
+    }
+
+    /// Forgets a job JavaScript will not resume.
+    pub fn cancel(&mut self, job: u32) {
+        self.jobs.remove(&job);
+    }
+
+    /// The bytes a job's signature covers.
+    pub fn job_signing_input(&self, job: u32) -> Option<Vec<u8>> {
+        match self.jobs.get(&job) {
+            Some(Job::Signature(j)) => Some(j.signing_input.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// A job's signature (`r || s` for ECDSA, as WebCrypto wants it).
+    pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
+        match self.jobs.get(&job) {
+            Some(Job::Signature(j)) => Some(j.signature.clone()),
+            _ => None,
+        }
+    }
+
+    /// `{"alg":…,"jwk":{…}}` for key `index` of `issuer`, only while the issuer's key set is
+    /// still `generation` (so that an index never names a key of another set).
+    pub fn key_jwk(&self, issuer: u32, index: u32, generation: f64) -> Option<String> {
+        let id = IssuerId(issuer as usize);
+        if (self.keys.generation(id) as f64) != generation {
+            return None;
+        }
+        let jwk = self.keys.key(id, index as usize)?;
+        Some(to_json(
+            &json!({ "alg": jwk.alg.name(), "jwk": webcrypto_jwk(&jwk.key) }),
+        ))
+    }
+
+    /// The issuer's key-set generation.
+    pub fn generation(&self, issuer: u32) -> f64 {
+        self.keys.generation(IssuerId(issuer as usize)) as f64
+    }
+
+    /// When the issuer's keys were last installed (host seconds), or -1.
+    pub fn loaded_at(&self, issuer: u32) -> f64 {
+        self.keys
+            .loaded_at(IssuerId(issuer as usize))
+            .map_or(-1.0, |t| t as f64)
+    }
+
+    /// How to fetch a remote issuer's JWKS, as JSON, or `None` for inline keys.
+    pub fn key_source(&self, issuer: u32) -> Option<String> {
+        let iss = self.gateway.config().issuer(IssuerId(issuer as usize))?;
+        match &iss.source {
+            KeySource::Local(_) | KeySource::None => None,
+            KeySource::Remote(r) => Some(to_json(&json!({
+                "issuer": iss.issuer,
+                "uri": r.uri,
+                "timeout_ms": r.timeout_ms,
+                "max_body_bytes": r.max_body_bytes,
+                "min_cache_duration": r.min_cache_duration,
+                "max_cache_duration": r.max_cache_duration,
+                "cache_duration": r.cache_duration,
+            }))),
+        }
+    }
+
+    /// Remote issuers whose keys are missing or past their lifetime, and whose cooldown
+    /// allows a fetch now.
+    pub fn refresh_due(&self, now: u64) -> Vec<u32> {
+        (0..self.keys.len())
+            .filter(|i| self.keys.refresh_due(IssuerId(*i), now))
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect()
+    }
+
+    /// Records that a fetch for `issuer` started at `now` (starts the cooldown).
+    pub fn fetch_started(&mut self, issuer: u32, now: u64) {
+        self.keys.fetch_started(IssuerId(issuer as usize), now);
+    }
+
+    /// Whether the cooldown allows a fetch now.
+    pub fn may_fetch(&self, issuer: u32, now: u64) -> bool {
+        self.keys.may_fetch(IssuerId(issuer as usize), now)
+    }
+
+    /// Installs a fetched JWKS. Answers `{"ok":true,"keys":n,"changed":…,"refresh_at":…,
+    /// "skipped":[{"index":…,"kid":…,"reason":…}]}` or `{"ok":false,"error":"…"}`; on error
+    /// the previous keys stay.
+    pub fn install_jwks(
+        &mut self,
+        issuer: u32,
+        body: &[u8],
+        cache_control: Option<&str>,
+        now: u64,
+    ) -> String {
+        let skipped_json = |s: &[mcp_edge_auth_core::jwks::Skipped]| {
+            Value::Array(
+                s.iter()
+                    .map(|k| json!({ "index": k.index, "kid": k.kid, "reason": k.reason }))
+                    .collect(),
+            )
+        };
+        match self
+            .keys
+            .install_jwks(IssuerId(issuer as usize), body, cache_control, now)
+        {
+            Ok(r) => to_json(&json!({
+                "ok": true,
+                "keys": r.keys,
+                "changed": r.changed,
+                "refresh_at": r.refresh_at,
+                "skipped": skipped_json(&r.skipped),
+            })),
+            Err(e) => {
+                let skipped = match &e {
+                    mcp_edge_auth_core::keys::InstallError::NoUsableKeys(s) => skipped_json(s),
+                    _ => Value::Array(Vec::new()),
+                };
+                to_json(&json!({ "ok": false, "error": e.to_string(), "skipped": skipped }))
+            }
+        }
+    }
+
+    /// The 503 for an issuer whose keys cannot be had, as a `respond` verdict.
+    pub fn keys_unavailable(&self, issuer: u32) -> String {
+        to_json(&respond_json(
+            &self.gateway.keys_unavailable(IssuerId(issuer as usize)),
+        ))
+    }
+
+    /// `{"entries":…,"capacity":…,"hits":…,"misses":…,"pending_jobs":…}`.
+    pub fn stats(&self) -> String {
+        let (hits, misses) = self.cache.stats();
+        to_json(&json!({
+            "entries": self.cache.len(),
+            "capacity": self.cache.capacity(),
+            "hits": hits,
+            "misses": misses,
+            "pending_jobs": self.jobs.len(),
+        }))
+    }
+
+    fn verdict_json(&mut self, verdict: Verdict) -> String {
+        let v = match verdict {
+            Verdict::Respond(r) => respond_json(&r),
+            Verdict::Forward(f) => forward_json(&f),
+            Verdict::FetchKeys(k) => json!({
+                "kind": "fetch_keys",
+                "issuer": k.issuer.0,
+                "unknown_kid": k.unknown_kid,
+            }),
+            Verdict::VerifySignature(job) => {
+                let v = json!({
+                    "kind": "verify",
+                    "issuer": job.issuer.0,
+                    "generation": job.generation,
+                    "alg": job.alg.name(),
+                    "candidates": job.candidates,
+                });
+                with_job(v, self.push_job(Job::Signature(job)))
+            }
+            Verdict::Introspect(job) => {
+                let v = json!({
+                    "kind": "introspect",
+                    "issuer": job.issuer.0,
+                    "uri": job.uri,
+                    "timeout_ms": job.timeout_ms,
+                    "headers": pairs(&job.headers),
+                });
+                with_job(v, self.push_job(Job::Introspection(job)))
+            }
+        };
+        to_json(&v)
+    }
+
+    fn push_job(&mut self, job: Job) -> u32 {
+        let id = self.next_job;
+        self.next_job = self.next_job.wrapping_add(1).max(1);
+        while self.jobs.len() >= MAX_PENDING_JOBS {
+            if self.jobs.pop_first().is_none() {
+                break;
+            }
+        }
+        self.jobs.insert(id, job);
+        id
+    }
+}
+
+/// The JavaScript-facing engine: one per isolate (per configuration).
+#[wasm_bindgen]
+pub struct Engine {
+    host: Host,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Loads a configuration; throws a string naming the offending field when it is invalid.
+    #[wasm_bindgen(constructor)]
+    pub fn new(config_json: &str) -> Result<Engine, JsValue> {
+        Host::new(config_json)
+            .map(|host| Engine { host })
+            .map_err(|e| JsValue::from_str(&e))
+    }
+
+    /// How many body bytes to read before `decide`, or -1 when the body does not matter.
+    pub fn body_limit(
+        &self,
+        method: &str,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        headers: &str,
+    ) -> f64 {
+        self.host
+            .body_limit(method, scheme, authority, path, headers)
+            .map_or(-1.0, |n| n as f64)
+    }
+
+    /// Decides a request. `headers` is `name:value` lines joined with `\n`; `body_state` is
+    /// 0 (not read), 1 (`body` is the whole body) or 2 (too large); `now` is seconds since
+    /// the Unix epoch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide(
+        &mut self,
+        method: &str,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        headers: &str,
+        body_state: u8,
+        body: &[u8],
+        now: f64,
+    ) -> String {
+        self.host.decide(
+            method,
+            scheme,
+            authority,
+            path,
+            headers,
+            body_state,
+            body,
+            secs(now),
+        )
+    }
+
+    /// Completes a `verify` verdict.
+    pub fn resume(&mut self, job: u32, valid: bool, now: f64) -> String {
+        self.host.resume(job, valid, secs(now))
+    }
+
+    /// Completes an `introspect` verdict: `answered` false when the call failed.
+    pub fn resume_introspection(
+        &mut self,
+        job: u32,
+        answered: bool,
+        status: u16,
+        body: &[u8],
+        now: f64,
+    ) -> String {
+        self.host
+            .resume_introspection(job, answered, status, body, secs(now))
+    }
+
+    /// The form body of an `introspect` job (holds the token: never log it).
+    pub fn introspection_body(&self, job: u32) -> Option<String> {
+        self.host.introspection_body(job)
+    }
+
+    /// Forgets a job that will not be resumed.
+    pub fn cancel(&mut self, job: u32) {
+        self.host.cancel(job);
+    }
+
+    /// The signed bytes of a job.
+    pub fn job_signing_input(&self, job: u32) -> Option<Vec<u8>> {
+        self.host.job_signing_input(job)
+    }
+
+    /// The signature of a job.
+    pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
+        self.host.job_signature(job)
+    }
+
+    /// A candidate key as `{"alg","jwk"}` JSON, while `generation` is current.
+    pub fn key_jwk(&self, issuer: u32, index: u32, generation: f64) -> Option<String> {
+        self.host.key_jwk(issuer, index, generation)
+    }
+
+    /// The issuer's key-set generation.
+    pub fn generation(&self, issuer: u32) -> f64 {
+        self.host.generation(issuer)
+    }
+
+    /// When keys were last installed, or -1.
+    pub fn loaded_at(&self, issuer: u32) -> f64 {
+        self.host.loaded_at(issuer)
+    }
+
+    /// How to fetch an issuer's JWKS (JSON), or `undefined` for inline keys.
+    pub fn key_source(&self, issuer: u32) -> Option<String> {
+        self.host.key_source(issuer)
+    }
+
+    /// Issuers due for a background refresh.
+    pub fn refresh_due(&self, now: f64) -> Vec<u32> {
+        self.host.refresh_due(secs(now))
+    }
+
+    /// A fetch for `issuer` started at `now`.
+    pub fn fetch_started(&mut self, issuer: u32, now: f64) {
+        self.host.fetch_started(issuer, secs(now));
+    }
+
+    /// Whether the cooldown allows a fetch now.
+    pub fn may_fetch(&self, issuer: u32, now: f64) -> bool {
+        self.host.may_fetch(issuer, secs(now))
+    }
+
+    /// Installs a JWKS body fetched at `now`, with the response's `Cache-Control`.
+    pub fn install_jwks(
+        &mut self,
+        issuer: u32,
+        body: &[u8],
+        cache_control: Option<String>,
+        now: f64,
+    ) -> String {
+        self.host
+            .install_jwks(issuer, body, cache_control.as_deref(), secs(now))
+    }
+
+    /// The 503 `respond` verdict for an issuer whose keys cannot be had.
+    pub fn keys_unavailable(&self, issuer: u32) -> String {
+        self.host.keys_unavailable(issuer)
+    }
+
+    /// Cache statistics (JSON).
+    pub fn stats(&self) -> String {
+        self.host.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RSA_N: &str = "oqGPYfrTFzZZKla6mH1sMU1Om9dmVe3jbVcQHZCN6qej1L9whg-_KwUGUm-l_9nxGaMRZ6BrBjViJX_KYgFeeC216VEEziRMK0fgUyroeZ22pBZeqlOaCXmBs49NABAjXDO-rySnJLoUM-y7gh4sE2hdeEYvxDQQWokp3w4pgjovLvGqgjL6hnWLKpZkAyYj5DU2g-QbEqznfe9wAH0u7MdjPMIC0_NokJ4MlV31y9RCu5_14id0DmMoL_rmBQBPCSOCBrZWwaxSLyDqubgM6jTIGNWAih8JNbT--d6hSljkO_DRLPyF0TbMFpSJE_S_biGhxHgzAU4jQEvHElG2Jw";
+
+    fn config() -> String {
+        format!(
+            r#"{{"resources":[{{"resource":"https://mcp.example.com/mcp","authorization_servers":["https://as.example.com"],
+              "scopes_supported":["mcp:read"],"required_scopes":["mcp:read"],
+              "issuers":[{{"issuer":"https://as.example.com","algorithms":["RS256"],
+                "local_jwks":{{"keys":[{{"kty":"RSA","kid":"k1","alg":"RS256","n":"{RSA_N}","e":"AQAB"}}]}}}},
+                {{"issuer":"https://as2.example.com","remote_jwks":{{"http_uri":{{"uri":"https://as2.example.com/jwks","timeout_ms":1500}},"max_body_bytes":2048}}}}]}}]}}"#
+        )
+    }
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let e = Host::new(r#"{"resources":[]}"#).err().unwrap();
+        assert!(e.contains("resources"), "{e}");
+        assert!(Host::new("not json").is_err());
+    }
+
+    #[test]
+    fn metadata_and_challenge() {
+        let mut h = Host::new(&config()).unwrap();
+        let v = parse(&h.decide(
+            "GET",
+            "https",
+            "mcp.example.com",
+            "/.well-known/oauth-protected-resource/mcp",
+            "",
+            0,
+            &[],
+            1_800_000_000,
+        ));
+        assert_eq!(v["kind"], "respond");
+        assert_eq!(v["status"], 200);
+        let doc = parse(v["body"].as_str().unwrap());
+        assert_eq!(doc["resource"], "https://mcp.example.com/mcp");
+        let v = parse(&h.decide(
+            "POST",
+            "https",
+            "mcp.example.com",
+            "/mcp",
+            "content-type:application/json",
+            0,
+            &[],
+            1_800_000_000,
+        ));
+        assert_eq!(v["status"], 401);
+        let www = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == "www-authenticate")
+            .unwrap();
+        assert!(www[1]
+            .as_str()
+            .unwrap()
+            .starts_with("Bearer resource_metadata="));
+    }
+
+    #[test]
+    fn header_block() {
+        let h = parse_headers("a:1\nAuthorization: Bearer x\n\nbogus\nx-y:a:b");
+        assert_eq!(
+            h,
+            vec![("a", "1"), ("Authorization", "Bearer x"), ("x-y", "a:b")]
+        );
+        let big = "a".repeat(MAX_HEADER_BLOCK + 10);
+        assert!(parse_headers(&big).is_empty());
+    }
+
+    #[test]
+    fn keys_and_sources() {
+        let mut h = Host::new(&config()).unwrap();
+        let k = parse(&h.key_jwk(0, 0, h.generation(0)).unwrap());
+        assert_eq!(k["alg"], "RS256");
+        assert_eq!(k["jwk"]["n"], RSA_N);
+        assert!(h.key_jwk(0, 0, h.generation(0) + 1.0).is_none());
+        assert!(h.key_jwk(0, 1, h.generation(0)).is_none());
+        assert!(h.key_source(0).is_none());
+        let src = parse(&h.key_source(1).unwrap());
+        assert_eq!(src["timeout_ms"], 1500);
+        assert_eq!(src["max_body_bytes"], 2048);
+        assert_eq!(h.refresh_due(100), vec![1]);
+        h.fetch_started(1, 100);
+        assert!(h.refresh_due(101).is_empty());
+        let r = parse(&h.install_jwks(1, b"{}", None, 101));
+        assert_eq!(r["ok"], false);
+        let r = parse(&h.install_jwks(9, b"{}", None, 101));
+        assert_eq!(r["ok"], false);
+    }
+
+    #[test]
+    fn unknown_job_is_never_a_forward() {
+        let mut h = Host::new(&config()).unwrap();
+        let v = parse(&h.resume(42, true, 1_800_000_000));
+        assert_eq!(v["kind"], "respond");
+        assert_eq!(v["status"], 503);
+        assert!(h.job_signature(42).is_none());
+    }
+
+    #[test]
+    fn time_conversion() {
+        assert_eq!(secs(f64::NAN), 0);
+        assert_eq!(secs(-5.0), 0);
+        assert_eq!(secs(1.7e9 + 0.9), 1_700_000_000);
+        assert_eq!(secs(f64::INFINITY), 0);
+    }
+}
