@@ -9,6 +9,8 @@
 
 #[cfg(feature = "jwt-simple")]
 pub mod jwt_simple;
+#[cfg(feature = "ring")]
+pub mod ring;
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -236,6 +238,12 @@ impl CryptoProvider for DeferredProvider {
     ) -> Result<Box<dyn SignatureVerifier>, KeyRejected> {
         Ok(Box::new(DeferredVerifier))
     }
+}
+
+/// The fast provider for hosts that can build `ring` (Envoy): see [`ring::RingProvider`].
+#[cfg(feature = "ring")]
+pub fn ring_provider() -> ring::RingProvider {
+    ring::RingProvider
 }
 
 /// The provider a host gets when it does not choose: `jwt-simple` where the feature is on.
