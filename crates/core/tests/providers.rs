@@ -20,19 +20,13 @@ use serde_json::{json, Value};
 const PEM: &str = include_str!("fixtures/rsa2048.pem");
 
 /// (alg, kid, jwk, token signer)
-fn signers() -> Vec<(
-    &'static str,
-    Value,
-    Box<dyn Fn(JWTClaims<serde_json::Map<String, Value>>) -> String>,
-)> {
+type Signer = Box<dyn Fn(JWTClaims<serde_json::Map<String, Value>>) -> String>;
+
+fn signers() -> Vec<(&'static str, Value, Signer)> {
     fn rsa_jwk(n: &[u8], e: &[u8], kid: &str, alg: &str) -> Value {
         json!({"kty":"RSA","n": b64(n),"e": b64(e),"kid": kid,"alg": alg})
     }
-    let mut v: Vec<(
-        &'static str,
-        Value,
-        Box<dyn Fn(JWTClaims<serde_json::Map<String, Value>>) -> String>,
-    )> = Vec::new();
+    let mut v: Vec<(&'static str, Value, Signer)> = Vec::new();
     macro_rules! rsa {
         ($alg:literal, $ty:ty) => {{
             let kp = <$ty>::from_pem(PEM)
