@@ -1,6 +1,57 @@
 ## ---- Envoy / Istio (owned by the Envoy host) -----------------------------------------
+# make envoy-wasm   the filter, target/wasm32-wasip1/release/mcp_edge_auth_envoy.wasm
+# make oci          the filter as a Wasm OCI image ("compat" layout) in .build/oci; prints
+#                   its digest. OCI_TAG=… names the tag; OCI_PUSH=registry/repo:tag also pushes
+#                   it with skopeo (OCI_PUSH_FLAGS=--dest-tls-verify=false for a plain-http
+#                   registry).
+# make test-oci     push the image to a local registry, pull it back, compare the bytes
+# make envoy-run    Envoy with envoy/envoy.yaml (see envoy/README.md)
 ENVOY_WASM := $(ROOT)/target/wasm32-wasip1/release/mcp_edge_auth_envoy.wasm
+OCI_DIR    := $(BUILD)/oci
+OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | head -1)
 
-.PHONY: envoy-wasm
-envoy-wasm: setup-rust
+.PHONY: envoy-wasm envoy-cc oci oci-tools test-oci envoy-run
+envoy-wasm: setup-rust envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --release
+
+# The filter uses the core's `ring` provider, whose C parts need clang for wasm32-wasip1
+# (the `cc` crate picks clang for Wasm targets). A Debian package, installed when missing;
+# clippy for wasm32-wasip1 compiles them too.
+envoy-cc:
+	@command -v clang >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null; }
+clippy: envoy-cc
+
+oci: envoy-wasm
+	@mkdir -p $(BUILD)
+	@node envoy/oci/build-oci.mjs $(ENVOY_WASM) $(OCI_DIR) $(OCI_TAG) > $(BUILD)/oci.digest
+	@sed -e 's|^  url: .*|  url: oci://$(or $(OCI_PUSH),registry.example.com/mcp/mcp-edge-auth:$(OCI_TAG))|' \
+	     -e "s|^  sha256: .*|  sha256: \"$$(cut -d: -f2 $(BUILD)/oci.digest)\"|" \
+	     envoy/istio/wasmplugin.yaml > $(OCI_DIR)/wasmplugin.yaml
+	@echo "wasm: $$(stat -c %s $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) gzipped; image: $(OCI_DIR) (tag $(OCI_TAG)); Istio: $(OCI_DIR)/wasmplugin.yaml"
+	@cat $(BUILD)/oci.digest
+ifdef OCI_PUSH
+	@$(MAKE) --no-print-directory oci-tools
+	skopeo copy $(OCI_PUSH_FLAGS) oci:$(OCI_DIR):$(OCI_TAG) docker://$(OCI_PUSH)
+endif
+
+# skopeo and a registry for the OCI test: Debian packages, installed when missing.
+oci-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq skopeo docker-registry >/dev/null; }
+
+test-oci: envoy-wasm oci-tools
+	envoy/oci/test-oci.sh $(ENVOY_WASM)
+
+# The filter's own unit tests (shared-data records, metric names, Envoy-only config checks).
+.PHONY: test-envoy-unit
+test-envoy-unit:
+	$(CARGO) test -p mcp-edge-auth-envoy
+
+# Hooked into `make test`: the unit tests with the other Rust tests, and the tools for
+# tests/envoy/oci.test.mjs (the OCI round trip) before the JavaScript tests.
+test-rust: test-envoy-unit
+test-js: oci-tools
+
+envoy-run: envoy-wasm setup-python
+	$(ENVOY) -c envoy/envoy.yaml --concurrency 2 --use-dynamic-base-id

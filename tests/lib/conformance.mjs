@@ -263,17 +263,22 @@ export function conformanceSuite(hostName, startHost) {
     });
 
     it('an unknown kid triggers exactly one JWKS refetch, then 401; the cooldown bounds a flood', async () => {
-      await sleep(2100); // let earlier refetches cool down
-      const before = world.jwksServer.hits;
+      // Mint everything first: RSA key generation takes long enough that a flood minted
+      // on the fly would outlast the 2 s cooldown and rightly earn another refetch.
       const stranger = await makeKey('RS256', 'k-not-published');
       const t = await mint(stranger, { iss: ISSUER, aud: ctx.resource, sub: 'x', scope: 'mcp:read' });
+      const flood = [];
+      for (let i = 0; i < 10; i += 1) {
+        const k = await makeKey('ES256', `k-flood-${i}`);
+        flood.push(await mint(k, { iss: ISSUER, aud: ctx.resource, sub: 'x', scope: 'mcp:read' }));
+      }
+      await sleep(2100); // let earlier refetches cool down
+      const before = world.jwksServer.hits;
       const res = await send(`${ctx.base}/mcp`, { method: 'POST', headers: [['authorization', `Bearer ${t}`]], body: '{}' });
       assert.equal(res.status, 401);
       assert.equal(parseChallenge(res.headers['www-authenticate']).params.error, 'invalid_token');
       assert.equal(world.jwksServer.hits, before + 1, 'one refetch');
-      for (let i = 0; i < 10; i += 1) {
-        const k = await makeKey('RS256', `k-flood-${i}`);
-        const ft = await mint(k, { iss: ISSUER, aud: ctx.resource, sub: 'x', scope: 'mcp:read' });
+      for (const ft of flood) {
         const r2 = await send(`${ctx.base}/mcp`, { method: 'POST', headers: [['authorization', `Bearer ${ft}`]], body: '{}' });
         assert.equal(r2.status, 401);
       }

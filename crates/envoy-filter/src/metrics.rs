@@ -1,0 +1,113 @@
+//! Counters through the proxy-wasm metrics ABI.
+//!
+//! Every VM defines the same names; Envoy keeps one stat per name, so the counters add up
+//! over all workers. Envoy puts custom Wasm metrics under `wasmcustom.` in `/stats`
+//! (`envoy_wasmcustom_mcp_edge_auth_…` in `/stats/prometheus`).
+
+use mcp_edge_auth_core::Reason;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+/// Prefix of every metric name.
+pub(crate) const PREFIX: &str = "mcp_edge_auth.";
+
+/// The metric name for a decision: what was let through, what was served, and what was
+/// refused and why (`requests_denied.<reason>`, with [`Reason::as_str`]).
+pub(crate) fn reason_name(r: Reason) -> String {
+    let suffix = match r {
+        Reason::Allowed => "requests_allowed".to_string(),
+        Reason::Unprotected => "requests_unprotected".to_string(),
+        Reason::Metadata => "metadata_served".to_string(),
+        Reason::Preflight => "preflight_served".to_string(),
+        other => format!("requests_denied.{}", other.as_str()),
+    };
+    format!("{PREFIX}{suffix}")
+}
+
+/// Ids of the counters this VM defined (a failed definition leaves `None`: counting is
+/// never worth failing a request for).
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    reasons: Vec<(Reason, Option<u32>)>,
+    jwks_fetch_ok: Option<u32>,
+    jwks_fetch_failed: Option<u32>,
+    token_cache_hit: Option<u32>,
+    token_cache_miss: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+impl Metrics {
+    /// Defines every counter up front, so that all of them show (at 0) in `/stats` from the
+    /// start and dashboards need no special case for "never happened".
+    pub fn define() -> Metrics {
+        Metrics {
+            reasons: Reason::ALL
+                .iter()
+                .map(|r| (*r, counter(&reason_name(*r))))
+                .collect(),
+            jwks_fetch_ok: counter(&format!("{PREFIX}jwks_fetch_ok")),
+            jwks_fetch_failed: counter(&format!("{PREFIX}jwks_fetch_failed")),
+            token_cache_hit: counter(&format!("{PREFIX}token_cache_hit")),
+            token_cache_miss: counter(&format!("{PREFIX}token_cache_miss")),
+        }
+    }
+
+    pub fn decision(&self, r: Reason) {
+        bump(
+            self.reasons
+                .iter()
+                .find(|(x, _)| *x == r)
+                .and_then(|(_, id)| *id),
+        );
+    }
+
+    pub fn fetch(&self, ok: bool) {
+        bump(if ok {
+            self.jwks_fetch_ok
+        } else {
+            self.jwks_fetch_failed
+        });
+    }
+
+    pub fn cache(&self, hit: bool) {
+        bump(if hit {
+            self.token_cache_hit
+        } else {
+            self.token_cache_miss
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            reason_name(Reason::Allowed),
+            "mcp_edge_auth.requests_allowed"
+        );
+        assert_eq!(
+            reason_name(Reason::Expired),
+            "mcp_edge_auth.requests_denied.expired"
+        );
+        assert_eq!(
+            reason_name(Reason::Metadata),
+            "mcp_edge_auth.metadata_served"
+        );
+        let mut all: Vec<String> = Reason::ALL.iter().map(|r| reason_name(*r)).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), Reason::ALL.len(), "names are distinct");
+    }
+}
