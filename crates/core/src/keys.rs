@@ -233,10 +233,12 @@ impl KeyStore {
         })
     }
 
-    /// The host is starting a fetch for this issuer now. Starts the cooldown.
+    /// The host is starting (or, across VMs, learned of) a fetch for this issuer at `now`.
+    /// Starts the cooldown. Never moves the last attempt backwards, so hosts that learn of
+    /// attempts out of order (several Envoy worker VMs) cannot shorten the cooldown.
     pub fn fetch_started(&mut self, id: IssuerId, now: u64) {
         if let Some(s) = self.issuers.get_mut(id.0) {
-            s.last_attempt = Some(now);
+            s.last_attempt = Some(s.last_attempt.map_or(now, |t| t.max(now)));
         }
     }
 

@@ -308,3 +308,20 @@ fn inline_jwks_problems_are_config_errors() {
     assert_eq!(err.path, "resources[0].issuers[0].local_jwks");
     assert!(err.message.contains("no usable key"), "{err}");
 }
+
+#[test]
+fn the_cooldown_never_moves_backwards_and_is_never_zero() {
+    let e = Ed::new(1, "k1");
+    let mut w = World::new(&remote_config(json!({})));
+    w.keys.fetch_started(ID, NOW + 100);
+    w.keys.fetch_started(ID, NOW); // learned late, from another VM
+    assert!(!w.keys.may_fetch(ID, NOW + 120));
+    assert!(w.keys.may_fetch(ID, NOW + 130));
+    let _ = e;
+    let cfg = remote_config(json!({"refetch_cooldown_seconds": 0}));
+    let err = Config::from_json(cfg.to_string().as_bytes()).unwrap_err();
+    assert_eq!(
+        err.path,
+        "resources[0].issuers[0].remote_jwks.refetch_cooldown_seconds"
+    );
+}

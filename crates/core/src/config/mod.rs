@@ -820,6 +820,14 @@ fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError
     }
     let max_staleness = r.max_staleness_seconds.unwrap_or(86_400);
     let refetch_cooldown = r.refetch_cooldown_seconds.unwrap_or(30);
+    if refetch_cooldown == 0 {
+        // Zero would let every request with an unknown `kid` trigger a fetch, and a host
+        // that re-decides after a fetch could be asked to fetch again at once.
+        return Err(ConfigError::new(
+            format!("{p}.refetch_cooldown_seconds"),
+            "must be at least 1",
+        ));
+    }
     let retry_after = r.retry_after_seconds.unwrap_or(10);
     let max_body_bytes = r.max_body_bytes.unwrap_or(256 * 1024);
     if !(1024..=4 * 1024 * 1024).contains(&max_body_bytes) {
