@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { exportSPKI } from 'jose';
 
 import { cases } from '../cases/reference.mjs';
-import { makeKey, jwks, mint, raw, hs256, tamper, nowSeconds, b64u } from './tokens.mjs';
+import { attacks } from '../cases/attacks.mjs';
+import { makeKey, jwks, mint, raw, hs256, tamper, nowSeconds, b64u, signRaw } from './tokens.mjs';
 import { startJwksServer, startUpstream } from './servers.mjs';
 import { freePort, parseChallenge, sleep } from './proc.mjs';
 import { send } from './http.mjs';
@@ -56,8 +57,12 @@ export async function makeWorld() {
     ed: await makeKey('EdDSA', 'k-ed'),
     other: await makeKey('RS256', 'k-other'),
     attacker: await makeKey('RS256', 'k-attacker'),
+    // Published, but unusable for signatures: `use: enc`, and an RSA key bound to PS256.
+    enc: await makeKey('RS256', 'k-enc'),
+    wrongalg: await makeKey('RS256', 'k-wrongalg'),
   };
-  const jwksServer = await startJwksServer(jwks(keys.rs, keys.es, keys.ed));
+  const published = [keys.rs, keys.es, keys.ed, { jwk: { ...keys.enc.jwk, use: 'enc' } }, { jwk: { ...keys.wrongalg.jwk, alg: 'PS256' } }];
+  const jwksServer = await startJwksServer(jwks(...published));
   const upstream = await startUpstream();
   return { keys, jwksServer, upstream };
 }
@@ -66,9 +71,10 @@ function resolve(v, ctx) {
   if (Array.isArray(v)) return v.map((x) => resolve(x, ctx));
   if (typeof v !== 'string' || !v.startsWith('$')) return v;
   const now = nowSeconds();
-  const m = /^\$(NOW_STRING|NOW)([+-]\d+)?$/.exec(v);
+  const m = /^\$(NOW_STRING|NOW_FLOAT|NOW)([+-]\d+)?$/.exec(v);
   if (m) {
     const n = now + Number(m[2] ?? 0);
+    if (m[1] === 'NOW_FLOAT') return n + 0.5;
     return m[1] === 'NOW_STRING' ? String(n) : n;
   }
   const table = {
@@ -79,6 +85,9 @@ function resolve(v, ctx) {
     $ISSUER: ISSUER,
     $ISSUER2: ISSUER2,
     $ISSUER_UPPER: ISSUER.toUpperCase(),
+    // Cyrillic "е" (U+0435) in place of a Latin "e".
+    $ISSUER_UNICODE: ISSUER.replace('issuer', 'issu\u0435r'),
+    $RESOURCE_UNICODE: ctx.resource.replace('/mcp', '/m\u0441p'),
     $RS_KID: 'k-rs',
     $ATTACKER_JWK: ctx.keys.attacker.jwk,
   };
@@ -94,6 +103,8 @@ const transforms = {
   algNoneCapitalEmptySig: (t) => { const [, p] = t.split('.'); return `${b64u({ alg: 'None', typ: 'at+jwt', kid: 'k-rs' })}.${p}.`; },
   emptySignature: (t) => { const [h, p] = t.split('.'); return `${h}.${p}.`; },
   alterPayload: (t) => tamper(t, { sub: 'admin' }),
+  padSegments: (t) => t.split('.').map((seg) => seg + '='.repeat((4 - (seg.length % 4)) % 4 || 2)).join('.'),
+  spaceInside: (t) => { const [h, p, sig] = t.split('.'); return `${h}.${p} .${sig}`; },
   hs256WithPublicKey: async (t, ctx) => {
     const [, p] = t.split('.');
     const pem = await exportSPKI(ctx.keys.rs.publicKey);
@@ -103,6 +114,13 @@ const transforms = {
 
 /** Mints the token a case describes. */
 export async function tokenFor(spec, ctx) {
+  if (spec.rawHeader) {
+    const fill = (str) => str
+      .replaceAll('$ISSUER', ISSUER)
+      .replaceAll('$RESOURCE', ctx.resource)
+      .replaceAll('$EXP', String(nowSeconds() + 300));
+    return signRaw(ctx.keys[spec.key], fill(spec.rawHeader), fill(spec.rawPayload));
+  }
   const claims = { iss: spec.key === 'other' && !spec.claims?.iss ? ISSUER : ISSUER, aud: ctx.resource, sub: 'user-1', client_id: 'client-1', scope: 'mcp:read mcp:write' };
   for (const [k, v] of Object.entries(spec.claims ?? {})) claims[k] = resolve(v, ctx);
   const header = {};
@@ -243,7 +261,7 @@ export function conformanceSuite(hostName, startHost) {
       assert.equal(world.upstream.seen.length, 0);
     });
 
-    for (const c of cases) {
+    for (const c of [...cases, ...attacks.map((a) => ({ ...a, name: `attack: ${a.name}` }))]) {
       it(c.name, async () => {
         world.upstream.clear();
         const hitsBefore = world.jwksServer.hits;
@@ -294,6 +312,24 @@ export function conformanceSuite(hostName, startHost) {
       const res = await send(`${ctx.base}/mcp`, { method: 'POST', headers: [['authorization', `Bearer ${t}`]], body: '{}' });
       assert.equal(res.status, 200, res.body);
       assert.equal(world.upstream.last().headers['x-mcp-subject'], 'rotated');
+    });
+
+    it('attack: a valid token replayed after its key was rotated out is refused, even if it was cached', async () => {
+      const t = await mint(world.keys.ed, { iss: ISSUER, aud: ctx.resource, sub: 'replayed', scope: 'mcp:read' });
+      const send1 = () => send(`${ctx.base}/mcp`, { method: 'POST', headers: [['authorization', `Bearer ${t}`]], body: '{}' });
+      assert.equal((await send1()).status, 200);
+      assert.equal((await send1()).status, 200); // now a cache hit
+      // The issuer withdraws the EdDSA key and publishes a new one; a token under the new
+      // key makes the gateway refetch, which replaces the key set.
+      await sleep(2100);
+      const next = await makeKey('EdDSA', 'k-ed-next');
+      world.jwksServer.set({ jwks: jwks(world.keys.rs, world.keys.es, next) });
+      const nt = await mint(next, { iss: ISSUER, aud: ctx.resource, sub: 'next', scope: 'mcp:read' });
+      const r = await send(`${ctx.base}/mcp`, { method: 'POST', headers: [['authorization', `Bearer ${nt}`]], body: '{}' });
+      assert.equal(r.status, 200, r.body);
+      const replay = await send1();
+      assert.equal(replay.status, 401, replay.body);
+      assert.equal(parseChallenge(replay.headers['www-authenticate']).params.error, 'invalid_token');
     });
   });
 }

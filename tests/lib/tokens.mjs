@@ -48,3 +48,21 @@ export function tamper(token, claims) {
   const payload = { ...JSON.parse(Buffer.from(p, 'base64url')), ...claims };
   return `${h}.${b64u(payload)}.${s}`;
 }
+
+const SUBTLE_ALGS = {
+  RS256: { name: 'RSASSA-PKCS1-v1_5' },
+  PS256: { name: 'RSA-PSS', saltLength: 32 },
+  ES256: { name: 'ECDSA', hash: 'SHA-256' },
+  ES384: { name: 'ECDSA', hash: 'SHA-384' },
+  EdDSA: { name: 'Ed25519' },
+};
+
+/**
+ * Signs exactly the given header and payload strings (no re-serialisation), so that a test
+ * can send duplicate members or unusual encodings signed by a real key.
+ */
+export async function signRaw(key, headerString, payloadString) {
+  const input = `${Buffer.from(headerString).toString('base64url')}.${Buffer.from(payloadString).toString('base64url')}`;
+  const sig = await crypto.subtle.sign(SUBTLE_ALGS[key.alg], key.privateKey, new TextEncoder().encode(input));
+  return `${input}.${Buffer.from(sig).toString('base64url')}`;
+}
