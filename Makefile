@@ -69,6 +69,7 @@ nostd: setup-rust
 
 include envoy/envoy.mk
 include workers/workers.mk
+include demo/demo.mk
 
 ## ---- JavaScript tests (real Envoy, real workerd) ------------------------------------
 

@@ -1,0 +1,91 @@
+// The gateway configuration (the one JSON format, config/README.md) of the demo and the
+// end-to-end tests: the demo MCP server behind a gateway on `port`, trusting the demo
+// authorization server (oidc-provider) at `issuer`.
+//
+// How the privileged tool is protected (`stepUp`):
+//   'route' (today): a second resource, /admin/mcp, whose required_scopes include mcp:admin;
+//           the MCP server offers the privileged tool only there.
+//   'tool'  (once per-tool rules are in the core and both hosts): one resource, /mcp, with an
+//           `mcp.rules` entry for tools/call of the privileged tool, which the MCP server then
+//           offers on /mcp.
+export const BASE_SCOPE = 'mcp:read';
+export const PRIVILEGED_SCOPE = 'mcp:admin';
+export const PRIVILEGED_TOOL = 'admin_reset';
+/** Scopes the demo authorization server knows. */
+export const SCOPES = [BASE_SCOPE, PRIVILEGED_SCOPE];
+
+/** The clients registered at the demo authorization server (client credentials only). */
+export const CLIENTS = {
+  // May ask for both scopes; the demo's copy-paste commands use it.
+  demo: { client_id: 'demo-client', client_secret: 'demo-secret', scope: `${BASE_SCOPE} ${PRIVILEGED_SCOPE}` },
+  // May only ever get mcp:read: a step-up to mcp:admin is refused by the AS.
+  reader: { client_id: 'reader-client', client_secret: 'reader-secret', scope: BASE_SCOPE },
+  // Its tokens live SHORT_TTL seconds (the expired-token scenario).
+  shortLived: { client_id: 'short-lived-client', client_secret: 'short-lived-secret', scope: BASE_SCOPE },
+};
+/** Access-token lifetimes (seconds). */
+export const SHORT_TTL = 2;
+export const DEFAULT_TTL = 600;
+
+/** The URLs of a gateway on `port` (clients must use exactly these: `localhost`, not 127.0.0.1). */
+export function urls(port, stepUp = 'route') {
+  const origin = `http://localhost:${port}`;
+  const privilegedPath = stepUp === 'tool' ? '/mcp' : '/admin/mcp';
+  return {
+    base: `http://127.0.0.1:${port}`,
+    origin,
+    resource: `${origin}/mcp`,
+    prm: `${origin}/.well-known/oauth-protected-resource/mcp`,
+    privileged: `${origin}${privilegedPath}`,
+    privilegedPrm: `${origin}/.well-known/oauth-protected-resource${privilegedPath}`,
+  };
+}
+
+/** The resource indicators a gateway on `port` serves (the AS must know each). */
+export function resourcesOf(port, stepUp = 'route') {
+  const u = urls(port, stepUp);
+  return stepUp === 'tool' ? [u.resource] : [u.resource, u.privileged];
+}
+
+/** Where the MCP server offers the privileged tool. */
+export const privilegedPaths = (stepUp = 'route') => (stepUp === 'tool' ? ['/mcp'] : ['/admin/mcp']);
+
+/**
+ * @param {{port:number, issuer:string, jwksUrl:string, stepUp?:'route'|'tool', remote?:object, issuerFields?:object}} o
+ *   remote: extra `remote_jwks` fields; issuerFields: extra issuer fields.
+ */
+export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'route', remote = {}, issuerFields = {} }) {
+  const u = urls(port, stepUp);
+  const common = {
+    authorization_servers: [issuer],
+    scopes_supported: [BASE_SCOPE, PRIVILEGED_SCOPE],
+    issuers: [{
+      issuer,
+      algorithms: ['RS256'],
+      ...issuerFields,
+      // `cluster` is for Envoy (a cluster pointing at the AS); the Worker fetches the uri.
+      remote_jwks: { http_uri: { uri: jwksUrl, cluster: 'jwks', timeout_ms: 2000 }, ...remote },
+    }],
+    claim_to_headers: [
+      { header_name: 'x-mcp-subject', claim_name: 'sub' },
+      { header_name: 'x-mcp-client-id', claim_name: 'client_id' },
+    ],
+  };
+  if (stepUp === 'tool') {
+    return {
+      resources: [{
+        resource: u.resource,
+        resource_name: 'mcp-edge-auth demo MCP server',
+        required_scopes: [BASE_SCOPE],
+        ...common,
+        mcp: { rules: [{ method: 'tools/call', name: PRIVILEGED_TOOL, scopes: [PRIVILEGED_SCOPE] }] },
+      }],
+    };
+  }
+  return {
+    resources: [
+      { resource: u.resource, resource_name: 'mcp-edge-auth demo MCP server', required_scopes: [BASE_SCOPE], ...common },
+      { resource: u.privileged, resource_name: 'mcp-edge-auth demo MCP server (admin tools)', required_scopes: [BASE_SCOPE, PRIVILEGED_SCOPE], ...common },
+    ],
+  };
+}
