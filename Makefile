@@ -108,3 +108,14 @@ fuzz: fuzz-tools setup-node
 	  echo "$$t: $$runs in $(FUZZ_SECONDS)s" | tee -a $(BUILD)/fuzz-summary.txt; \
 	done
 	@echo "summary: $(BUILD)/fuzz-summary.txt"
+
+## ---- soak (not part of make test; a 30 s version is) -----------------------------------
+# make soak                  10 minutes of wrk through Envoy with a token mix; SOAK_SECONDS=…
+SOAK_SECONDS ?= 600
+.PHONY: soak soak-tools
+soak-tools:
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+test-js: soak-tools
+
+soak: soak-tools setup-node setup-python envoy-wasm
+	node tests/soak/soak.mjs $(SOAK_SECONDS)
