@@ -57,34 +57,30 @@ pub(crate) fn no_credentials(res: &Resource) -> Response {
     )
 }
 
-/// 401 `invalid_token`.
-pub(crate) fn invalid_token(res: &Resource, description: &'static str, reason: Reason) -> Response {
+/// A challenge with an `error` code and one of our fixed descriptions (RFC 6750 §3).
+fn error_challenge(
+    res: &Resource,
+    status: u16,
+    reason: Reason,
+    error: &str,
+    description: &'static str,
+) -> Response {
     debug_assert!(is_valid_description(description));
     let www = format!(
-        "Bearer error=\"invalid_token\", error_description=\"{description}\", resource_metadata=\"{}\"",
+        "Bearer error=\"{error}\", error_description=\"{description}\", resource_metadata=\"{}\"",
         res.metadata_url
     );
-    response(
-        401,
-        reason,
-        Some(www),
-        json_body("invalid_token", description),
-    )
+    response(status, reason, Some(www), json_body(error, description))
+}
+
+/// 401 `invalid_token`.
+pub(crate) fn invalid_token(res: &Resource, description: &'static str, reason: Reason) -> Response {
+    error_challenge(res, 401, reason, "invalid_token", description)
 }
 
 /// 400 `invalid_request`.
 pub(crate) fn invalid_request(res: &Resource, description: &'static str) -> Response {
-    debug_assert!(is_valid_description(description));
-    let www = format!(
-        "Bearer error=\"invalid_request\", error_description=\"{description}\", resource_metadata=\"{}\"",
-        res.metadata_url
-    );
-    response(
-        400,
-        Reason::Malformed,
-        Some(www),
-        json_body("invalid_request", description),
-    )
+    error_challenge(res, 400, Reason::Malformed, "invalid_request", description)
 }
 
 /// 403 `insufficient_scope`, naming every scope the request needs (MCP 2026-07-28: all in

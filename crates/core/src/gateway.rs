@@ -499,24 +499,7 @@ impl Gateway {
             ));
         }
 
-        let identity = Identity {
-            issuer: issuer.issuer.clone(),
-            subject: c
-                .get("sub")
-                .and_then(Value::as_str)
-                .map(ToString::to_string),
-            client_id: c
-                .get("client_id")
-                .and_then(Value::as_str)
-                .map(ToString::to_string),
-            scopes,
-            expires_at: exp,
-        };
-        let claim_headers = res
-            .claim_to_headers
-            .iter()
-            .filter_map(|(h, claim)| header_value(c.get(claim)?).map(|v| (h.clone(), v)))
-            .collect();
+        let (identity, claim_headers) = verified(res, &issuer.issuer, &c.0, scopes, exp);
         let pending = Pending {
             resource: ri,
             hash,
@@ -678,24 +661,7 @@ impl Gateway {
             Ok(s) => s,
             Err(e) => return refuse(invalid(e.description(), Reason::Invalid), p.base.cors),
         };
-        let identity = Identity {
-            issuer: issuer.issuer.clone(),
-            subject: doc
-                .get("sub")
-                .and_then(Value::as_str)
-                .map(ToString::to_string),
-            client_id: doc
-                .get("client_id")
-                .and_then(Value::as_str)
-                .map(ToString::to_string),
-            scopes,
-            expires_at: exp,
-        };
-        let claim_headers: Vec<(String, String)> = res
-            .claim_to_headers
-            .iter()
-            .filter_map(|(h, claim)| header_value(doc.get(claim)?).map(|v| (h.clone(), v)))
-            .collect();
+        let (identity, claim_headers) = verified(res, &issuer.issuer, &doc.0, scopes, exp);
         let max = issuer
             .introspection
             .as_ref()
@@ -835,6 +801,36 @@ fn plausible_kid(kid: &str) -> bool {
                     b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=' | b':' | b'@'
                 )
         })
+}
+
+/// The identity and the claim headers a verified claims set (JWT payload or introspection
+/// answer) yields, built the same way whatever verified it.
+fn verified(
+    res: &Resource,
+    issuer: &str,
+    claims: &alloc::collections::BTreeMap<String, Value>,
+    scopes: Vec<String>,
+    exp: u64,
+) -> (Identity, Vec<(String, String)>) {
+    let text = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .map(ToString::to_string)
+    };
+    let identity = Identity {
+        issuer: issuer.to_string(),
+        subject: text("sub"),
+        client_id: text("client_id"),
+        scopes,
+        expires_at: exp,
+    };
+    let headers = res
+        .claim_to_headers
+        .iter()
+        .filter_map(|(h, claim)| header_value(claims.get(claim)?).map(|v| (h.clone(), v)))
+        .collect();
+    (identity, headers)
 }
 
 /// Renders a claim for a request header (strings, numbers, booleans, arrays of strings joined
