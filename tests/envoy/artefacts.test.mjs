@@ -17,10 +17,56 @@ it('envoy/envoy.yaml is a valid Envoy configuration the filter accepts', async (
   try {
     const { ok, log } = await validateEnvoy(join('envoy', 'envoy.yaml'));
     assert.ok(ok, log.slice(-2000));
-    assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp with 1 issuer\(s\), 1 remote JWKS/);
+    assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp with 1 issuer\(s\), 1 remote JWKS; MCP rules on the JSON-RPC body of 1 resource/);
   } finally {
     process.chdir(prev);
   }
+  // Its MCP rules need the body: the plugin config lets the filter read it.
+  const wasm = findWasmConfigs(parse(readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8')));
+  assert.equal(wasm.length, 1);
+  assert.equal(wasm[0].allow_on_headers_stop_iteration, true);
+  assert.equal(wasm[0].fail_open, false);
+});
+
+/** Every envoy.extensions.filters.http.wasm.v3.Wasm `config` in a parsed YAML document. */
+function findWasmConfigs(node, out = []) {
+  if (Array.isArray(node)) node.forEach((n) => findWasmConfigs(n, out));
+  else if (node && typeof node === 'object') {
+    if (node['@type'] === 'type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm') out.push(node.config);
+    for (const v of Object.values(node)) findWasmConfigs(v, out);
+  }
+  return out;
+}
+
+it('the Istio EnvoyFilter for MCP rules: the WasmPlugin config plus allow_on_headers_stop_iteration, accepted by Envoy and the filter', async () => {
+  const ef = parse(readFileSync(join(ROOT, 'envoy', 'istio', 'mcp-rules-envoyfilter.yaml'), 'utf8'));
+  const plugin = parse(readFileSync(join(ROOT, 'envoy', 'istio', 'wasmplugin.yaml'), 'utf8'));
+  assert.equal(ef.kind, 'EnvoyFilter');
+  assert.deepEqual(ef.spec.workloadSelector.labels, plugin.spec.selector.matchLabels);
+  const ext = ef.spec.configPatches.find((p) => p.applyTo === 'EXTENSION_CONFIG');
+  const filter = ef.spec.configPatches.find((p) => p.applyTo === 'HTTP_FILTER');
+  assert.equal(ext.patch.operation, 'ADD');
+  assert.equal(ext.match.context, 'SIDECAR_INBOUND');
+  assert.equal(filter.match.context, 'SIDECAR_INBOUND');
+  assert.equal(filter.patch.value.name, ext.patch.value.name, 'the HTTP filter takes its config from the extension');
+  assert.deepEqual(filter.patch.value.config_discovery.type_urls, [ext.patch.value.typed_config['@type']]);
+  const wasm = ext.patch.value.typed_config.config;
+  assert.equal(wasm.allow_on_headers_stop_iteration, true);
+  assert.equal(wasm.fail_open, false);
+  const remote = wasm.vm_config.code.remote;
+  assert.equal(remote.http_uri.uri, plugin.spec.url, 'the same image as the WasmPlugin');
+  assert.equal(remote.sha256, plugin.spec.sha256);
+  const config = JSON.parse(wasm.configuration.value);
+  assert.ok(config.resources[0].mcp, 'it exists for MCP rules');
+  assert.equal(config.resources[0].issuers[0].remote_jwks.http_uri.cluster, plugin.spec.pluginConfig.resources[0].issuers[0].remote_jwks.http_uri.cluster);
+  // Envoy accepts every field of that plugin config (with the module from disk instead of
+  // the registry), and the filter loads its configuration.
+  const b = bootstrap({ port: 1, adminPort: 2, configValue: wasm.configuration.value, upstreamPort: 3 });
+  const [target] = findWasmConfigs(b);
+  Object.assign(target, { ...wasm, vm_config: { ...wasm.vm_config, code: target.vm_config.code } });
+  const { ok, log } = await validateEnvoy(b);
+  assert.ok(ok, log.slice(-2000));
+  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource/);
 });
 
 it('the Istio WasmPlugin is fail-closed, pinned, and its pluginConfig is accepted by the filter', async () => {
@@ -36,6 +82,9 @@ it('the Istio WasmPlugin is fail-closed, pinned, and its pluginConfig is accepte
   const { ok, log } = await validateEnvoy(b);
   assert.ok(ok, log.slice(-2000));
   assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp/);
+  // MCP body rules need allow_on_headers_stop_iteration, which a WasmPlugin cannot set:
+  // they belong in mcp-rules-envoyfilter.yaml, not here.
+  assert.equal(plugin.spec.pluginConfig.resources.some((r) => r.mcp), false);
 
   // The JWKS cluster named in pluginConfig is the one the ServiceEntry creates.
   const docs = parseAllDocuments(readFileSync(join(ROOT, 'envoy', 'istio', 'jwks-serviceentry.yaml'), 'utf8')).map((d) => d.toJS());

@@ -77,15 +77,6 @@ describe('envoy: invalid configuration is refused at load, naming the field', ()
       },
       'resources[0].issuers[0].remote_jwks.http_uri.cluster',
     ],
-    [
-      'MCP rules on the JSON-RPC body (Envoy cannot hold a request back while it reads the body)',
-      (p) => {
-        const c = config(p, 'http://127.0.0.1:9/jwks');
-        c.resources[0].mcp = { rules: [{ method: 'tools/call', name: 'delete_*', scopes: ['mcp:admin'] }] };
-        return c;
-      },
-      'resources[0].mcp',
-    ],
     ['an empty configuration', () => '', 'plugin configuration is empty'],
     ['not JSON', () => '{"resources": [', 'config:'],
   ];

@@ -25,8 +25,11 @@ const cluster = (name, port) => ({
 /**
  * The bootstrap of a test Envoy: one listener with the filter in front of the router.
  * `configValue` is the plugin configuration string (JSON for a valid config).
+ * `allowOnHeadersStopIteration` (default true, as in envoy/envoy.yaml): the Wasm plugin
+ * setting that lets the filter read a request body while it holds the headers back (MCP
+ * rules need it); false only to test the filter without it.
  */
-export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters: extra = {}, wasm = ENVOY_WASM }) {
+export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters: extra = {}, wasm = ENVOY_WASM, allowOnHeadersStopIteration = true }) {
   const clusters = [cluster('upstream', upstreamPort)];
   if (jwksPort) clusters.push(cluster('jwks', jwksPort));
   for (const [name, p] of Object.entries(extra)) clusters.push(cluster(name, p));
@@ -67,6 +70,7 @@ export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort
                             },
                             configuration: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: configValue },
                             fail_open: false,
+                            ...(allowOnHeadersStopIteration ? { allow_on_headers_stop_iteration: true } : {}),
                           },
                         },
                       },
@@ -100,7 +104,8 @@ export async function filterStats(adminUrl) {
  * upstreamPort, clusters ({name: port} of more loopback clusters), concurrency (2),
  * logLevel for the wasm component ('debug'), waitForJwks (default: when jwksPort is set,
  * wait until the first JWKS fetch finished, ok or not), logFile (default: envoy.log in a
- * fresh temp dir), expectFailure (return at once: for configurations Envoy must refuse).
+ * fresh temp dir), expectFailure (return at once: for configurations Envoy must refuse),
+ * allowOnHeadersStopIteration (default true; see bootstrap).
  * Resolves to { stop, adminUrl, logFile, log(), stats(), proc } once the listener answers.
  */
 export async function startEnvoy({
@@ -115,13 +120,14 @@ export async function startEnvoy({
   waitForJwks = Boolean(jwksPort),
   expectFailure = false,
   logFile,
+  allowOnHeadersStopIteration = true,
 }) {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
   const dir = tempDir('mea-envoy-');
   const adminPort = await freePort();
   const file = join(dir, 'envoy.json');
-  writeFileSync(file, JSON.stringify(bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters }), null, 2));
+  writeFileSync(file, JSON.stringify(bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters, allowOnHeadersStopIteration }), null, 2));
   baseId += 1;
   const proc = startProcess(
     ENVOY,

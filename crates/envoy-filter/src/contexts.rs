@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
-use crate::filter::{Filter, OwnedRequest, Phase, Step, StreamState, KICK};
+use crate::filter::{Filter, OwnedBody, OwnedRequest, Phase, Step, StreamState, KICK};
 use crate::host;
 
 /// The configured filter of this VM, shared by the root and every HTTP context. `None`
@@ -123,10 +123,9 @@ impl Stream {
         self.state.try_borrow().map_or(Phase::Answered, |s| s.phase)
     }
 
-    /// Decides the request and carries the decision out; the action for the headers
-    /// callback (`Continue` lets it go upstream).
-    fn decide(&self, req: OwnedRequest) -> Action {
-        let now_ms = host::now_ms();
+    /// Runs `f` with the VM's filter and this request's state; fails closed (503) when
+    /// either cannot be had.
+    fn with_filter(&self, f: impl FnOnce(&mut Filter, &mut StreamState) -> Action) -> Action {
         let Ok(mut slot) = self.filter.try_borrow_mut() else {
             return self.unavailable();
         };
@@ -138,15 +137,52 @@ impl Stream {
             drop(slot);
             return self.unavailable();
         };
-        match filter.handle(&req, &mut state, now_ms, false) {
+        f(filter, &mut state)
+    }
+
+    /// Decides the request and carries the decision out; the action for the callback that
+    /// decided (headers, body or trailers: `Continue` lets the request go upstream, with
+    /// whatever body Envoy buffered; `Pause` holds it).
+    fn decide(&self, filter: &mut Filter, state: &mut StreamState, req: OwnedRequest) -> Action {
+        let now_ms = host::now_ms();
+        match filter.handle(&req, state, now_ms, false) {
             Step::Forwarded => Action::Continue,
-            Step::Answered | Step::Introspecting => Action::Pause,
+            Step::Answered | Step::Introspecting | Step::ReadBody => Action::Pause,
             Step::Wait(issuer) => {
                 state.request = Some(req);
                 filter.add_waiter(self.id, Rc::downgrade(&self.state), issuer, now_ms);
                 Action::Pause
             }
         }
+    }
+
+    /// A body callback (or the trailers) of a request reading its body, `size` bytes
+    /// buffered so far: wait for more, or decide when it is `complete` or over the limit.
+    fn read_body(&self, size: usize, complete: bool) -> Action {
+        self.with_filter(|filter, state| {
+            if !state.body_started {
+                state.body_started = true;
+                filter.body_arrived(self.id);
+            }
+            state.body_size = size;
+            let body = if size > state.body_limit {
+                OwnedBody::TooLarge
+            } else if complete {
+                // A body the host would not hand over is `NotRead`: the core answers 400.
+                host::request_body(size).map_or(OwnedBody::NotRead, OwnedBody::Bytes)
+            } else {
+                return Action::Pause;
+            };
+            let Some(mut req) = state.request.take() else {
+                // Never expected: the headers were kept when the body was asked for.
+                host::error(|| "request body without its headers; answering 500".to_string());
+                host::send_response(500, &[], "");
+                state.phase = Phase::Answered;
+                return Action::Pause;
+            };
+            req.body = body;
+            self.decide(filter, state, req)
+        })
     }
 }
 
@@ -190,25 +226,54 @@ impl Context for Stream {
 }
 
 impl HttpContext for Stream {
-    /// Every decision is made here, on the headers. Pausing makes Envoy hold the whole
-    /// request (proxy-wasm hosts turn a paused headers callback into "stop all iteration"),
-    /// so nothing reaches the upstream, body included, until the request is resumed.
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.decide(OwnedRequest::read())
+    /// Decides on the headers, unless the decision needs the body (a POST to a resource
+    /// with MCP rules): then the headers are paused while Envoy buffers the body, and the
+    /// request is decided when it is complete (or over the limit). Every pause holds the
+    /// headers back from the upstream, so nothing is forwarded before a decision.
+    ///
+    /// A body is only delivered to a filter that paused the headers when the plugin config
+    /// sets `allow_on_headers_stop_iteration: true` (Envoy 1.35 and later). Otherwise
+    /// Envoy turns the pause into "stop all iteration" and holds the body back too; the
+    /// root context then answers such a request 500 after [`crate::filter::BODY_WAIT_MS`].
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let mut req = OwnedRequest::read();
+        self.with_filter(|filter, state| match filter.body_limit(&req) {
+            None => self.decide(filter, state, req),
+            Some(_) if end_of_stream => {
+                // A POST without a body: the core answers 400 (or 401 without a token).
+                req.body = OwnedBody::Bytes(Vec::new());
+                self.decide(filter, state, req)
+            }
+            Some(limit) => {
+                let weak = Rc::downgrade(&self.state);
+                let now_ms = host::now_ms();
+                match filter.start_body(self.id, weak, req, limit, state, now_ms) {
+                    Step::Forwarded => Action::Continue,
+                    _ => Action::Pause,
+                }
+            }
+        })
     }
 
-    /// Envoy does not deliver the body while the headers are paused; should a host do so,
-    /// hold it back until the request is decided.
-    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+    /// While the body is read: `Pause` (Envoy buffers it) until it is complete or over the
+    /// limit, then decide. While paused for keys or introspection: hold it back (buffered)
+    /// until the request is resumed.
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match self.phase() {
             Phase::Forwarded => Action::Continue,
+            Phase::ReadingBody => self.read_body(body_size, end_of_stream),
             _ => Action::Pause,
         }
     }
 
+    /// Trailers end the body (HTTP/2, or HTTP/1 with trailers enabled).
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match self.phase() {
             Phase::Forwarded => Action::Continue,
+            Phase::ReadingBody => {
+                let size = self.state.try_borrow().map_or(0, |s| s.body_size);
+                self.read_body(size, true)
+            }
             _ => Action::Pause,
         }
     }

@@ -20,7 +20,8 @@ use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::keys::InstallReport;
 use mcp_edge_auth_core::{
-    Config, Forward, Gateway, IssuerId, KeyStore, Reason, Request, Response, TokenCache, Verdict,
+    Body, Config, Forward, Gateway, IssuerId, KeyStore, Reason, Request, Response, TokenCache,
+    Verdict,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
@@ -44,6 +45,15 @@ pub(crate) const KICK: Duration = Duration::from_millis(1);
 const LEASE_GRACE_MS: u64 = 2000;
 /// A paused request is decided again at the latest this long after the fetch timeout.
 const WAIT_GRACE_MS: u64 = 2000;
+/// How long a request whose decision needs its body waits for the first body callback.
+/// Clients send the body of an MCP POST right behind its headers, so in practice none
+/// arriving means Envoy runs the plugin without `allow_on_headers_stop_iteration: true` and
+/// will never deliver one: the request is then answered 500 rather than left hanging.
+pub(crate) const BODY_WAIT_MS: u64 = 3000;
+/// Tick period while requests wait for their first body callback (deadline precision).
+const BODY_TICK: Duration = Duration::from_millis(250);
+/// The plugin-config setting request bodies need (named in the log and the 500 body).
+pub(crate) const STOP_ITERATION_KNOB: &str = "allow_on_headers_stop_iteration";
 
 /// An incoming request, owned, so that a paused request can be decided again later.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +63,17 @@ pub(crate) struct OwnedRequest {
     authority: String,
     path: String,
     headers: Vec<(String, String)>,
+    /// What the filter knows of the body (read only when the core asks for it).
+    pub body: OwnedBody,
+}
+
+/// The owned form of [`Body`]. Never logged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum OwnedBody {
+    #[default]
+    NotRead,
+    Bytes(Vec<u8>),
+    TooLarge,
 }
 
 impl OwnedRequest {
@@ -72,25 +93,79 @@ impl OwnedRequest {
         req
     }
 
-    /// Runs `f` on the core's view of this request. The body is never read: see
-    /// [`no_body_rules`].
+    /// Runs `f` on the core's view of this request.
     fn with<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
+        let body = match &self.body {
+            OwnedBody::NotRead => Body::NotRead,
+            OwnedBody::Bytes(b) => Body::Bytes(b),
+            OwnedBody::TooLarge => Body::TooLarge,
+        };
+        self.with_body(body, f)
+    }
+
+    /// Runs `f` on the core's view of this request, with `body` for its body.
+    fn with_body<R>(&self, body: Body<'_>, f: impl FnOnce(&Request<'_>) -> R) -> R {
         let pairs: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        f(&Request::new(
+        let mut req = Request::new(
             &self.method,
             &self.scheme,
             &self.authority,
             &self.path,
             &pairs,
-        ))
+        );
+        req.body = body;
+        f(&req)
     }
 
     fn decide(&self, f: &mut Filter, now: u64) -> Verdict {
         self.with(|req| f.gateway.decide(req, now, &f.keys, &mut f.cache))
+    }
+
+    /// The declared `Content-Length`, when there is exactly one and it is a number.
+    fn content_length(&self) -> Option<u64> {
+        let mut values = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        let (_, v) = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        v.trim().parse().ok()
+    }
+}
+
+/// The answer to a request whose decision depends on its body, when it can be given before
+/// the body is read: the body cannot change it (metadata, no or malformed credentials, a
+/// refused `Origin`: the core settles those before it looks at the body), or the declared
+/// `Content-Length` is already over `limit` (413, without waiting for the bytes).
+/// `None`: read the body, then decide.
+pub(crate) fn answer_before_body(
+    gateway: &Gateway,
+    req: &OwnedRequest,
+    limit: usize,
+    now: u64,
+    keys: &KeyStore,
+    cache: &mut TokenCache,
+) -> Option<Response> {
+    let declared_too_large = req
+        .content_length()
+        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit));
+    // With the body unread, the core answers 400 (`BadBody`) exactly when it got as far as
+    // the body; any other answer was decided on what came before it. Told the body is too
+    // large, it answers 413 there instead.
+    let body = if declared_too_large {
+        Body::TooLarge
+    } else {
+        Body::NotRead
+    };
+    match req.with_body(body, |r| gateway.decide(r, now, keys, cache)) {
+        Verdict::Respond(r) if r.reason != Reason::BadBody => Some(r),
+        _ => None,
     }
 }
 
@@ -100,6 +175,8 @@ pub(crate) enum Phase {
     /// Not decided yet.
     #[default]
     Deciding,
+    /// Headers held back while the body is buffered (the decision needs it).
+    ReadingBody,
     /// Paused until keys arrive.
     Waiting,
     /// Paused until the introspection endpoint answers.
@@ -120,6 +197,12 @@ pub(crate) struct StreamState {
     pub response_headers: Vec<(&'static str, String)>,
     /// The introspection call in flight (its token) and what to resume with its answer.
     pub introspection: Option<(u32, IntrospectionJob)>,
+    /// While reading the body: the most the core reads (`mcp.max_body_bytes`).
+    pub body_limit: usize,
+    /// While reading the body: whether a body callback came (Envoy delivers bodies to a
+    /// paused filter), and the body size it reported last.
+    pub body_started: bool,
+    pub body_size: usize,
 }
 
 /// What became of a request.
@@ -131,17 +214,33 @@ pub(crate) enum Step {
     Wait(IssuerId),
     /// Paused until the introspection call it made answers.
     Introspecting,
+    /// Paused while its body is buffered.
+    ReadBody,
 }
 
-/// A request paused for keys.
+/// A paused request.
 #[derive(Debug)]
 pub(crate) struct Waiter {
     pub context_id: u32,
     pub stream: Weak<RefCell<StreamState>>,
-    pub issuer: IssuerId,
-    /// The lease sequence number when it paused: any finished attempt after that wakes it.
-    pub seen_seq: u64,
+    pub what: WaitFor,
     pub deadline_ms: u64,
+}
+
+/// What a paused request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitFor {
+    /// Keys of this issuer. `seen_seq` is the lease sequence number when it paused: any
+    /// finished attempt after that wakes it.
+    Keys { issuer: IssuerId, seen_seq: u64 },
+    /// Its first body callback (see [`BODY_WAIT_MS`]).
+    Body,
+}
+
+impl Waiter {
+    fn for_keys(&self, issuer: IssuerId) -> bool {
+        matches!(self.what, WaitFor::Keys { issuer: i, .. } if i == issuer)
+    }
 }
 
 /// A fetch this VM has in flight.
@@ -184,6 +283,13 @@ pub(crate) struct Filter {
     tick: Duration,
     /// Makes lease holder ids unique within the VM.
     claims: u64,
+    /// A body callback came for a paused request: Envoy runs this plugin with
+    /// `allow_on_headers_stop_iteration: true`.
+    bodies_delivered: bool,
+    /// The missing setting was logged (once per VM).
+    knob_logged: bool,
+    /// Resources with MCP rules (for the startup log line).
+    body_rules: usize,
 }
 
 impl Filter {
@@ -200,7 +306,7 @@ impl Filter {
             }
         };
         let config = Config::from_json(bytes).map_err(|e| e.to_string())?;
-        no_body_rules(bytes)?;
+        let body_rules = body_rule_count(bytes);
         let remotes = remotes(&config)?;
         let keys = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
         let gateway = Gateway::new(config);
@@ -217,6 +323,9 @@ impl Filter {
             waiters: Vec::new(),
             tick: KICK,
             claims: 0,
+            bodies_delivered: false,
+            knob_logged: false,
+            body_rules,
         })
     }
 
@@ -229,12 +338,70 @@ impl Filter {
             .iter()
             .map(|r| r.resource.as_str())
             .collect();
+        let rules = if self.body_rules == 0 {
+            String::new()
+        } else {
+            format!(
+                "; MCP rules on the JSON-RPC body of {} resource(s) (the plugin config needs \
+                 {STOP_ITERATION_KNOB}: true)",
+                self.body_rules
+            )
+        };
         format!(
-            "protecting {} with {} issuer(s), {} remote JWKS",
+            "protecting {} with {} issuer(s), {} remote JWKS{rules}",
             resources.join(", "),
             self.keys.len(),
             self.remotes.len()
         )
+    }
+
+    /// How many body bytes the core needs before deciding this request (`None`: none).
+    pub fn body_limit(&self, req: &OwnedRequest) -> Option<usize> {
+        req.with(|r| self.gateway.body_limit(r))
+    }
+
+    /// Starts a request whose decision needs its body (at most `limit` bytes): answers it
+    /// now if the body cannot change the answer ([`answer_before_body`]); otherwise keeps
+    /// it in `state` to be decided once the body is in ([`Filter::body_arrived`]), with a
+    /// deadline for the first body callback.
+    pub fn start_body(
+        &mut self,
+        context_id: u32,
+        stream: Weak<RefCell<StreamState>>,
+        req: OwnedRequest,
+        limit: usize,
+        state: &mut StreamState,
+        now_ms: u64,
+    ) -> Step {
+        let now = now_ms / 1000;
+        if let Some(r) =
+            answer_before_body(&self.gateway, &req, limit, now, &self.keys, &mut self.cache)
+        {
+            return self.carry_out(Verdict::Respond(r), state, now, false);
+        }
+        state.request = Some(req);
+        state.body_limit = limit;
+        state.body_started = false;
+        state.body_size = 0;
+        state.phase = Phase::ReadingBody;
+        self.waiters.push(Waiter {
+            context_id,
+            stream,
+            what: WaitFor::Body,
+            deadline_ms: now_ms.saturating_add(BODY_WAIT_MS),
+        });
+        if self.tick > BODY_TICK {
+            self.set_tick(BODY_TICK);
+        }
+        Step::ReadBody
+    }
+
+    /// The first body callback of a request reading its body: Envoy delivers bodies to
+    /// paused filters, so the request no longer needs its deadline.
+    pub fn body_arrived(&mut self, context_id: u32) {
+        self.bodies_delivered = true;
+        self.waiters
+            .retain(|w| !(w.what == WaitFor::Body && w.context_id == context_id));
     }
 
     /// Decides a request and carries the decision out on the current stream. `woken` is set
@@ -314,6 +481,7 @@ impl Filter {
             Step::Answered => Phase::Answered,
             Step::Wait(_) => Phase::Waiting,
             Step::Introspecting => Phase::Introspecting,
+            Step::ReadBody => Phase::ReadingBody,
         };
         step
     }
@@ -423,8 +591,7 @@ impl Filter {
         self.waiters.push(Waiter {
             context_id,
             stream,
-            issuer,
-            seen_seq,
+            what: WaitFor::Keys { issuer, seen_seq },
             deadline_ms: now_ms
                 .saturating_add(timeout_ms)
                 .saturating_add(WAIT_GRACE_MS),
@@ -443,16 +610,28 @@ impl Filter {
         }
         let expired: Vec<Waiter> =
             self.take_waiters(|w| w.deadline_ms <= now_ms || w.stream.strong_count() == 0);
-        let late = expired
-            .iter()
+        let (bodies, keys): (Vec<Waiter>, Vec<Waiter>) = expired
+            .into_iter()
             .filter(|w| w.stream.strong_count() > 0)
-            .count();
-        if late > 0 {
-            host::warn(|| format!("{late} request(s) waited too long for keys; answering without"));
+            .partition(|w| w.what == WaitFor::Body);
+        if !keys.is_empty() {
+            host::warn(|| {
+                format!(
+                    "{} request(s) waited too long for keys; answering without",
+                    keys.len()
+                )
+            });
         }
-        self.wake(root_id, expired, now_ms);
-        let period = if !self.waiters.is_empty() {
+        self.wake(root_id, keys, now_ms);
+        self.bodies_missing(root_id, bodies);
+        let period = if self
+            .waiters
+            .iter()
+            .any(|w| matches!(w.what, WaitFor::Keys { .. }))
+        {
             WAIT_TICK
+        } else if !self.waiters.is_empty() {
+            BODY_TICK
         } else if self.remotes.iter().any(|r| r.installed == 0) {
             NO_KEYS_TICK
         } else {
@@ -556,7 +735,7 @@ impl Filter {
         if r.fetch.is_some() {
             return;
         }
-        let waited_for = self.waiters.iter().any(|w| w.issuer == r.issuer);
+        let waited_for = self.waiters.iter().any(|w| w.for_keys(r.issuer));
         if !waited_for && !self.keys.refresh_due(r.issuer, now) {
             return;
         }
@@ -710,7 +889,9 @@ impl Filter {
     fn wake_finished(&mut self, root_id: u32, i: usize, now_ms: u64) {
         let Some(r) = self.remotes.get(i) else { return };
         let (issuer, seq) = (r.issuer, r.seen_seq);
-        let ready = self.take_waiters(|w| w.issuer == issuer && w.seen_seq != seq);
+        let ready = self.take_waiters(|w| {
+            matches!(w.what, WaitFor::Keys { issuer: i, seen_seq } if i == issuer && seen_seq != seq)
+        });
         self.wake(root_id, ready, now_ms);
     }
 
@@ -729,6 +910,9 @@ impl Filter {
         }
         let now = now_ms / 1000;
         for w in waiters {
+            let WaitFor::Keys { issuer, .. } = w.what else {
+                continue;
+            };
             let Some(stream) = w.stream.upgrade() else {
                 continue;
             };
@@ -742,8 +926,8 @@ impl Filter {
                 continue;
             }
             // A fetch slower than the cooldown would let the core ask for keys again.
-            if self.keys.may_fetch(w.issuer, now) {
-                self.note_attempt(w.issuer, now);
+            if self.keys.may_fetch(issuer, now) {
+                self.note_attempt(issuer, now);
             }
             if self.handle(&req, &mut state, now_ms, true) == Step::Forwarded {
                 host::resume_request();
@@ -751,6 +935,72 @@ impl Filter {
         }
         host::switch_to(root_id);
     }
+
+    /// Answers the requests that got no body callback within [`BODY_WAIT_MS`] of their
+    /// headers. While no body ever reached this plugin, that is Envoy holding every body
+    /// back from a paused filter (the plugin config lacks `allow_on_headers_stop_iteration:
+    /// true`): 500, never a pass, and one error in the log. Once bodies have been seen to
+    /// arrive, the setting is on and the client is just slow to send: its request is left
+    /// to Envoy's own timeouts, like any slow upload.
+    fn bodies_missing(&mut self, root_id: u32, waiters: Vec<Waiter>) {
+        if waiters.is_empty() {
+            return;
+        }
+        for w in waiters {
+            let Some(stream) = w.stream.upgrade() else {
+                continue;
+            };
+            let Ok(mut state) = stream.try_borrow_mut() else {
+                continue;
+            };
+            if state.phase != Phase::ReadingBody || state.body_started {
+                continue;
+            }
+            if self.bodies_delivered {
+                host::debug(|| {
+                    format!("no request body {BODY_WAIT_MS} ms after the headers; still waiting")
+                });
+                continue;
+            }
+            if !host::switch_to(w.context_id) {
+                continue;
+            }
+            if !self.knob_logged {
+                self.knob_logged = true;
+                host::error(|| {
+                    format!(
+                        "a request whose decision needs its body (MCP rules) got no body within \
+                         {BODY_WAIT_MS} ms, and this plugin has never received a request body: \
+                         Envoy delivers none to a filter that paused the headers unless the Wasm \
+                         plugin config (envoy.extensions.wasm.v3.PluginConfig, Envoy 1.35 or \
+                         later) sets {STOP_ITERATION_KNOB}: true. Such requests are answered 500 \
+                         until it does."
+                    )
+                });
+            }
+            state.request = None;
+            state.phase = Phase::Answered;
+            self.metrics.body_unavailable();
+            host::send_response(
+                500,
+                &[("content-type", "application/json".to_string())],
+                &body_unavailable_json(),
+            );
+        }
+        host::switch_to(root_id);
+    }
+}
+
+/// The body of the 500 sent when Envoy withholds request bodies from the filter.
+fn body_unavailable_json() -> String {
+    serde_json::json!({
+        "error": "server_error",
+        "error_description": format!(
+            "The gateway cannot read request bodies: its Envoy Wasm plugin config must set \
+             {STOP_ITERATION_KNOB}: true"
+        ),
+    })
+    .to_string()
 }
 
 /// Updates a remote after this VM wrote `lease`.
@@ -814,28 +1064,14 @@ fn holder_id(root_id: u32, n: u64, now_ms: u64) -> u64 {
     (ns ^ (u64::from(root_id) << 48) ^ n.rotate_left(32)) | 1
 }
 
-/// Refuses MCP rules that need the request body (`resources[i].mcp`).
-///
-/// A proxy-wasm filter on Envoy cannot read a body before the headers go upstream: a paused
-/// headers callback stops the whole request (the host turns `StopIteration` into "stop all
-/// iteration", and body callbacks only come after a resume), and once the headers continue
-/// the router has already sent them, while the filter can no longer change them. Enforcing
-/// such rules would mean letting denied requests reach the upstream; so the filter refuses
-/// the configuration instead of half-enforcing it.
-fn no_body_rules(json: &[u8]) -> Result<(), String> {
-    let doc: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| format!("config: {e}"))?;
-    let resources = doc.get("resources").and_then(serde_json::Value::as_array);
-    for (i, r) in resources.into_iter().flatten().enumerate() {
-        if r.get("mcp").is_some() {
-            return Err(format!(
-                "config: resources[{i}].mcp: is not supported by the Envoy filter: rules on the \
-                 JSON-RPC body need the body before the request goes upstream, which proxy-wasm \
-                 on Envoy does not offer"
-            ));
-        }
-    }
-    Ok(())
+/// How many resources have MCP rules (read from the JSON: the core keeps them private).
+fn body_rule_count(json: &[u8]) -> usize {
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .as_ref()
+        .and_then(|d| d.get("resources"))
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, |rs| rs.iter().filter(|r| r.get("mcp").is_some()).count())
 }
 
 /// The remote JWKS sources of a config, checking what only the Envoy host needs: a cluster
@@ -931,14 +1167,137 @@ mod tests {
         assert_eq!(r[0].path, "/jwks");
     }
 
+    fn rules() -> serde_json::Value {
+        serde_json::json!({
+            "mcp": { "rules": [{ "method": "tools/call", "name": "admin_*", "scopes": ["mcp:admin"] }] }
+        })
+    }
+
     #[test]
-    fn body_rules_are_refused_naming_the_field() {
-        let bytes = config(
-            remote(Some("idp")),
-            serde_json::json!({ "mcp": { "rules": [{ "method": "tools/call", "scopes": ["x"] }] } }),
+    fn body_rules_are_accepted() {
+        let bytes = config(remote(Some("idp")), rules());
+        let cfg = Config::from_json(&bytes).unwrap();
+        assert_eq!(remotes(&cfg).unwrap().len(), 1);
+        assert_eq!(body_rule_count(&bytes), 1);
+        assert_eq!(
+            body_rule_count(&config(remote(Some("idp")), serde_json::json!({}))),
+            0
         );
-        let err = no_body_rules(&bytes).unwrap_err();
-        assert!(err.starts_with("config: resources[0].mcp: "), "{err}");
-        assert!(no_body_rules(&config(remote(Some("idp")), serde_json::json!({}))).is_ok());
+        assert_eq!(body_rule_count(b"not json"), 0);
+    }
+
+    fn request(method: &str, headers: &[(&str, &str)]) -> OwnedRequest {
+        OwnedRequest {
+            method: method.into(),
+            scheme: "https".into(),
+            authority: "mcp.example.com".into(),
+            path: "/mcp".into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
+                .collect(),
+            body: OwnedBody::NotRead,
+        }
+    }
+
+    fn status(v: Option<Verdict>) -> Option<(u16, Reason)> {
+        match v? {
+            Verdict::Respond(r) => Some((r.status, r.reason)),
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_is_answered_before_the_body() {
+        let cfg = Config::from_json(&config(remote(Some("idp")), rules())).unwrap();
+        let keys = KeyStore::new(&cfg, Box::new(RingProvider)).unwrap();
+        let gateway = Gateway::new(cfg);
+        let mut cache = gateway.new_cache();
+        let limit = 65536;
+        let get = request("GET", &[("authorization", "Bearer a.b.c")]);
+        assert_eq!(get.with(|r| gateway.body_limit(r)), None);
+        let post = request("POST", &[("authorization", "Bearer a.b.c")]);
+        assert_eq!(post.with(|r| gateway.body_limit(r)), Some(limit));
+        let mut answer = |req: &OwnedRequest| {
+            answer_before_body(&gateway, req, limit, 1, &keys, &mut cache)
+                .map(|r| (r.status, r.reason))
+        };
+        // A token: the body decides.
+        assert_eq!(answer(&post), None);
+        let small = request(
+            "POST",
+            &[("authorization", "Bearer a.b.c"), ("content-length", "100")],
+        );
+        assert_eq!(answer(&small), None);
+        // No token, or a malformed header: the body cannot change the answer.
+        assert_eq!(answer(&request("POST", &[])), Some((401, Reason::Missing)));
+        assert_eq!(
+            answer(&request("POST", &[("authorization", "Bearer a b")])),
+            Some((400, Reason::Malformed))
+        );
+        // A declared length over the limit: 413 without reading a byte; still 401 first.
+        let big = request(
+            "POST",
+            &[
+                ("authorization", "Bearer a.b.c"),
+                ("content-length", "65537"),
+            ],
+        );
+        assert_eq!(answer(&big), Some((413, Reason::BodyTooLarge)));
+        let huge = request(
+            "POST",
+            &[
+                ("authorization", "Bearer a.b.c"),
+                ("content-length", "99999999999999999999999"),
+            ],
+        );
+        assert_eq!(
+            answer(&huge),
+            None,
+            "not a number we can read: read the body"
+        );
+        assert_eq!(
+            answer(&request("POST", &[("content-length", "65537")])),
+            Some((401, Reason::Missing))
+        );
+        let twice = request(
+            "POST",
+            &[
+                ("authorization", "Bearer a.b.c"),
+                ("content-length", "65537"),
+                ("content-length", "65537"),
+            ],
+        );
+        assert_eq!(answer(&twice), None);
+    }
+
+    #[test]
+    fn the_body_reaches_the_core() {
+        let cfg = Config::from_json(&config(remote(Some("idp")), rules())).unwrap();
+        let keys = KeyStore::new(&cfg, Box::new(RingProvider)).unwrap();
+        let gateway = Gateway::new(cfg);
+        let mut cache = gateway.new_cache();
+        let mut req = request("POST", &[("authorization", "Bearer a.b.c")]);
+        let mut decide = |req: &OwnedRequest| {
+            status(Some(req.with(|r| gateway.decide(r, 1, &keys, &mut cache))))
+        };
+        req.body = OwnedBody::Bytes(b"not json".to_vec());
+        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
+        req.body = OwnedBody::Bytes(Vec::new());
+        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
+        req.body = OwnedBody::TooLarge;
+        assert_eq!(decide(&req), Some((413, Reason::BodyTooLarge)));
+        req.body = OwnedBody::NotRead;
+        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
+    }
+
+    #[test]
+    fn the_500_names_the_setting() {
+        let body: serde_json::Value = serde_json::from_str(&body_unavailable_json()).unwrap();
+        assert_eq!(body["error"], "server_error");
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("allow_on_headers_stop_iteration: true"));
     }
 }

@@ -85,6 +85,17 @@ pub(crate) fn call_response_body(size: usize) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// The request body Envoy has buffered for this filter: `size` bytes (what the last body
+/// callback reported). `None` if the host would not hand it over.
+pub(crate) fn request_body(size: usize) -> Option<Vec<u8>> {
+    if size == 0 {
+        return Some(Vec::new());
+    }
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+        .ok()
+        .flatten()
+}
+
 pub(crate) fn remove_header(map: MapType, name: &str) {
     let _ = hostcalls::remove_map_value(map, name);
 }

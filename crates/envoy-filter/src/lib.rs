@@ -9,6 +9,11 @@
 //! headers removed, verified identity headers added, `access_token` query stripped), or it
 //! pauses while keys are fetched or an opaque token is introspected.
 //!
+//! A POST to a resource with MCP rules is decided on its JSON-RPC body: the filter holds
+//! the headers back while Envoy buffers the body, which needs
+//! `allow_on_headers_stop_iteration: true` in the Wasm plugin config (Envoy 1.35+; without
+//! it Envoy delivers no body to a paused filter, and such requests are answered 500).
+//!
 //! Signatures are checked with the core's `ring` provider: under V8 it verifies RS256
 //! several times faster than the `jwt-simple` one, and makes a smaller module.
 //!

@@ -33,7 +33,13 @@ pub(crate) struct Metrics {
     jwks_fetch_failed: Option<u32>,
     token_cache_hit: Option<u32>,
     token_cache_miss: Option<u32>,
+    body_unavailable: Option<u32>,
 }
+
+/// Requests answered 500 because Envoy withheld their body from the filter (the plugin
+/// config lacks `allow_on_headers_stop_iteration: true`). An Envoy-only refusal, so not a
+/// core [`Reason`]; named like one so that the `reason` tag picks it up.
+pub(crate) const BODY_UNAVAILABLE: &str = "requests_denied.body_unavailable";
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -58,6 +64,7 @@ impl Metrics {
             jwks_fetch_failed: counter(&format!("{PREFIX}jwks_fetch_failed")),
             token_cache_hit: counter(&format!("{PREFIX}token_cache_hit")),
             token_cache_miss: counter(&format!("{PREFIX}token_cache_miss")),
+            body_unavailable: counter(&format!("{PREFIX}{BODY_UNAVAILABLE}")),
         }
     }
 
@@ -76,6 +83,10 @@ impl Metrics {
         } else {
             self.jwks_fetch_failed
         });
+    }
+
+    pub fn body_unavailable(&self) {
+        bump(self.body_unavailable);
     }
 
     pub fn cache(&self, hit: bool) {
@@ -105,9 +116,18 @@ mod tests {
             reason_name(Reason::Metadata),
             "mcp_edge_auth.metadata_served"
         );
+        assert_eq!(
+            reason_name(Reason::BadBody),
+            "mcp_edge_auth.requests_denied.bad_body"
+        );
+        assert_eq!(
+            reason_name(Reason::BodyTooLarge),
+            "mcp_edge_auth.requests_denied.body_too_large"
+        );
         let mut all: Vec<String> = Reason::ALL.iter().map(|r| reason_name(*r)).collect();
+        all.push(format!("{PREFIX}{BODY_UNAVAILABLE}"));
         all.sort();
         all.dedup();
-        assert_eq!(all.len(), Reason::ALL.len(), "names are distinct");
+        assert_eq!(all.len(), Reason::ALL.len() + 1, "names are distinct");
     }
 }
