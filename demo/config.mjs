@@ -3,11 +3,10 @@
 // authorization server (oidc-provider) at `issuer`.
 //
 // How the privileged tool is protected (`stepUp`):
-//   'route' (today): a second resource, /admin/mcp, whose required_scopes include mcp:admin;
-//           the MCP server offers the privileged tool only there.
-//   'tool'  (once per-tool rules are in the core and both hosts): one resource, /mcp, with an
-//           `mcp.rules` entry for tools/call of the privileged tool, which the MCP server then
-//           offers on /mcp.
+//   'tool'  (the default): one resource, /mcp, with an `mcp.rules` entry for tools/call of
+//           the privileged tool: a per-tool step-up, enforced by reading the JSON-RPC body.
+//   'route': a second resource, /admin/mcp, whose required_scopes include mcp:admin; the MCP
+//           server offers the privileged tool only there (for gateways without body rules).
 export const BASE_SCOPE = 'mcp:read';
 export const PRIVILEGED_SCOPE = 'mcp:admin';
 export const PRIVILEGED_TOOL = 'admin_reset';
@@ -28,7 +27,7 @@ export const SHORT_TTL = 2;
 export const DEFAULT_TTL = 600;
 
 /** The URLs of a gateway on `port` (clients must use exactly these: `localhost`, not 127.0.0.1). */
-export function urls(port, stepUp = 'route') {
+export function urls(port, stepUp = 'tool') {
   const origin = `http://localhost:${port}`;
   const privilegedPath = stepUp === 'tool' ? '/mcp' : '/admin/mcp';
   return {
@@ -42,19 +41,19 @@ export function urls(port, stepUp = 'route') {
 }
 
 /** The resource indicators a gateway on `port` serves (the AS must know each). */
-export function resourcesOf(port, stepUp = 'route') {
+export function resourcesOf(port, stepUp = 'tool') {
   const u = urls(port, stepUp);
   return stepUp === 'tool' ? [u.resource] : [u.resource, u.privileged];
 }
 
 /** Where the MCP server offers the privileged tool. */
-export const privilegedPaths = (stepUp = 'route') => (stepUp === 'tool' ? ['/mcp'] : ['/admin/mcp']);
+export const privilegedPaths = (stepUp = 'tool') => (stepUp === 'tool' ? ['/mcp'] : ['/admin/mcp']);
 
 /**
  * @param {{port:number, issuer:string, jwksUrl:string, stepUp?:'route'|'tool', remote?:object, issuerFields?:object}} o
  *   remote: extra `remote_jwks` fields; issuerFields: extra issuer fields.
  */
-export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'route', remote = {}, issuerFields = {} }) {
+export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'tool', remote = {}, issuerFields = {} }) {
   const u = urls(port, stepUp);
   const common = {
     authorization_servers: [issuer],

@@ -14,9 +14,9 @@
 //
 // Ports (loopback): DEMO_AS_PORT (9400), DEMO_MCP_PORT (9401), DEMO_ENVOY_PORT (9410),
 // DEMO_WORKER_PORT (9420). Configs and logs go to .build/demo/ (DEMO_LOG_DIR).
-// DEMO_HOSTS=worker (or envoy) starts only that gateway. DEMO_STEP_UP=tool protects the
-// privileged tool with a per-tool rule on /mcp instead of the /admin/mcp route (the Worker
-// supports it; the Envoy filter refuses `mcp.rules` today, so use it with DEMO_HOSTS=worker).
+// DEMO_HOSTS=worker (or envoy) starts only that gateway. The privileged tool is protected by
+// a per-tool rule on /mcp; DEMO_STEP_UP=route protects it with a second resource,
+// /admin/mcp, instead.
 import dns from 'node:dns';
 import { createServer } from 'node:net';
 import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
@@ -30,7 +30,7 @@ import { gatewayConfig, urls, resourcesOf, privilegedPaths, CLIENTS, BASE_SCOPE,
 dns.setDefaultResultOrder('ipv4first');
 
 const CHECK = process.argv.includes('--check');
-const STEP_UP = process.env.DEMO_STEP_UP === 'tool' ? 'tool' : 'route';
+const STEP_UP = process.env.DEMO_STEP_UP === 'route' ? 'route' : 'tool';
 const PORTS = {
   as: Number(process.env.DEMO_AS_PORT ?? 9400),
   mcp: Number(process.env.DEMO_MCP_PORT ?? 9401),

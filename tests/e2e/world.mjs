@@ -38,7 +38,7 @@ dns.setDefaultResultOrder('ipv4first');
  *            MCP_E2E_STEP_UP=tool): the scenarios stay the same, only the privileged tool's
  *            URL and the config change.
  */
-export const STEP_UP_MODE = process.env.MCP_E2E_STEP_UP === 'tool' ? 'tool' : 'route';
+export const STEP_UP_MODE = process.env.MCP_E2E_STEP_UP === 'route' ? 'route' : 'tool';
 
 export const urls = (port) => baseUrls(port, STEP_UP_MODE);
 export const resourcesOf = (port) => baseResourcesOf(port, STEP_UP_MODE);
