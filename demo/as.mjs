@@ -5,9 +5,14 @@
 //   - resource indicators (RFC 8707): a token is minted for exactly one `resource`, which
 //     becomes its `aud`; a resource the AS does not know gets `invalid_target`;
 //   - JWT access tokens (RFC 9068, `typ: at+jwt`), RS256, signed with a key generated at start
-//     (so a restart means new keys, and the gateway has to fetch them from `/jwks`).
+//     (so a restart means new keys, and the gateway has to fetch them from `/jwks`);
+//   - with `opaque: true` (off by default; the demo does not use it): OPAQUE access tokens for
+//     every resource whose path contains `/opaque/` (see `isOpaqueResource`), the RFC 7662
+//     introspection endpoint for the gateway (client GATEWAY_CLIENT, client_secret_basic), and
+//     the RFC 7009 revocation endpoint. Other resources keep getting JWTs.
 //
-// Use it as a module (`startAuthServer`) or run it: `node demo/as.mjs --port 9400 --resource URL...`.
+// Use it as a module (`startAuthServer`) or run it:
+// `node demo/as.mjs --port 9400 [--opaque] --resource URL...`.
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { generateKeyPair, exportJWK } from 'jose';
@@ -16,6 +21,22 @@ import Provider, { errors } from 'oidc-provider';
 import { SCOPES, CLIENTS, SHORT_TTL, DEFAULT_TTL } from './config.mjs';
 
 export { SCOPES, CLIENTS, SHORT_TTL, DEFAULT_TTL };
+
+/**
+ * The gateway's own client at this AS, registered only with `opaque: true`: the credentials it
+ * presents at the introspection endpoint (its `introspection.client_id` / `client_secret`). It
+ * has no grant types: a resource server asks about tokens, it never gets any.
+ */
+export const GATEWAY_CLIENT = { client_id: 'mcp-edge-auth-gateway', client_secret: 'gateway-secret' };
+
+/** With `opaque: true`: whether a resource gets opaque tokens (its path contains `/opaque/`). */
+export function isOpaqueResource(resource) {
+  try {
+    return new URL(resource).pathname.includes('/opaque/');
+  } catch {
+    return false;
+  }
+}
 
 const ttlFor = (client) => (client.clientId === CLIENTS.shortLived.client_id ? SHORT_TTL : DEFAULT_TTL);
 
@@ -41,13 +62,16 @@ class MemoryAdapter {
 
 /**
  * Starts oidc-provider on host:port.
- * @param {{port?: number, host?: string, resources?: string[], issuerHost?: string}} o
+ * @param {{port?: number, host?: string, resources?: string[], issuerHost?: string, opaque?: boolean}} o
  *   resources: the resource indicators this AS mints tokens for (more can be added with
  *   `allowResource`); anything else is `invalid_target`.
+ *   opaque: issue opaque access tokens for resources whose path contains `/opaque/`, and enable
+ *   introspection (for GATEWAY_CLIENT) and revocation (each client for its own tokens).
  * @returns {Promise<{issuer: string, port: number, jwksUrl: string, tokenUrl: string, kid: string,
+ *   metadataUrl: string, introspectionUrl?: string, revocationUrl?: string,
  *   allowResource(r: string): void, stop(): Promise<void>}>}
  */
-export async function startAuthServer({ port = 0, host = '127.0.0.1', resources = [], issuerHost = '127.0.0.1' } = {}) {
+export async function startAuthServer({ port = 0, host = '127.0.0.1', resources = [], issuerHost = '127.0.0.1', opaque = false } = {}) {
   const allowed = new Set(resources);
   const kid = `as-${randomUUID().slice(0, 8)}`;
   const { privateKey } = await generateKeyPair('RS256', { modulusLength: 2048, extractable: true });
@@ -64,16 +88,29 @@ export async function startAuthServer({ port = 0, host = '127.0.0.1', resources 
   const realPort = server.address().port;
   const issuer = `http://${issuerHost}:${realPort}`;
 
-  const provider = new Provider(issuer, {
-    clients: Object.values(CLIENTS).map((c) => ({
-      client_id: c.client_id,
-      client_secret: c.client_secret,
-      grant_types: ['client_credentials'],
+  const clients = Object.values(CLIENTS).map((c) => ({
+    client_id: c.client_id,
+    client_secret: c.client_secret,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: c.scope,
+  }));
+  if (opaque) {
+    clients.push({
+      client_id: GATEWAY_CLIENT.client_id,
+      client_secret: GATEWAY_CLIENT.client_secret,
+      grant_types: [],
       response_types: [],
       redirect_uris: [],
       token_endpoint_auth_method: 'client_secret_basic',
-      scope: c.scope,
-    })),
+    });
+  }
+  const opaqueFor = (resourceIndicator) => opaque && isOpaqueResource(resourceIndicator);
+
+  const provider = new Provider(issuer, {
+    clients,
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
     scopes: SCOPES,
     jwks: { keys: [signingJwk] },
@@ -83,14 +120,40 @@ export async function startAuthServer({ port = 0, host = '127.0.0.1', resources 
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: { enabled: false },
-      revocation: { enabled: false },
+      introspection: {
+        enabled: opaque,
+        // Who may learn what a token is (RFC 7662 §2.1, §4). The token's own audience decides:
+        // the gateway (GATEWAY_CLIENT) is the resource server of every `/opaque/` resource —
+        // the one the token was issued for, which must find out whether it is active, its
+        // scope, `aud` and subject; one gateway serves several resources (config
+        // `resources[]`), and checking that `aud` names the resource a request is for is its
+        // job, not the AS's. Nobody else may introspect (oidc-provider's default would let
+        // any client with a secret see any token): other clients get `active: false`.
+        allowedPolicy: async (_ctx, client, token) => client.clientId === GATEWAY_CLIENT.client_id
+          && typeof token.aud === 'string' && isOpaqueResource(token.aud),
+      },
+      revocation: {
+        enabled: opaque,
+        // RFC 7009 §2.1: a client revokes its own tokens only (oidc-provider's default rule,
+        // written out).
+        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId,
+      },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => undefined,
         useGrantedResource: () => false,
         getResourceServerInfo(_ctx, resourceIndicator, client) {
           if (!allowed.has(resourceIndicator)) throw new errors.InvalidTarget();
+          if (opaqueFor(resourceIndicator)) {
+            // A random handle (no dots, not a JWT) that only this AS can resolve: the gateway
+            // learns what it stands for from the introspection endpoint.
+            return {
+              scope: SCOPES.join(' '),
+              audience: resourceIndicator,
+              accessTokenFormat: 'opaque',
+              accessTokenTTL: ttlFor(client),
+            };
+          }
           return {
             scope: SCOPES.join(' '),
             audience: resourceIndicator,
@@ -102,7 +165,9 @@ export async function startAuthServer({ port = 0, host = '127.0.0.1', resources 
       },
     },
     // client_credentials tokens carry the client as `sub` (RFC 9068 §2.2: the subject is the
-    // client when no resource owner is involved) and `client_id`.
+    // client when no resource owner is involved) and `client_id`. For an opaque token these
+    // extra claims are stored with it and returned by introspection (next to oidc-provider's
+    // own `active`, `client_id`, `aud`, `scope`, `exp`, `iat`, `iss`, `token_type`).
     extraTokenClaims: (_ctx, token) => (token.kind === 'ClientCredentials' ? { sub: token.clientId } : undefined),
   });
   // No proxy in front of it; loopback only.
@@ -118,6 +183,9 @@ export async function startAuthServer({ port = 0, host = '127.0.0.1', resources 
     jwksUrl: `${issuer}/jwks`,
     tokenUrl: `${issuer}/token`,
     metadataUrl: `${issuer}/.well-known/oauth-authorization-server`,
+    // oidc-provider's default routes; the metadata (`introspection_endpoint`,
+    // `revocation_endpoint`) is what clients should read.
+    ...(opaque ? { introspectionUrl: `${issuer}/token/introspection`, revocationUrl: `${issuer}/token/revocation` } : {}),
     kid,
     provider,
     allowResource(r) { allowed.add(r); },
@@ -148,13 +216,39 @@ export async function requestToken(tokenUrl, { client, resource, scope }) {
   return { status: res.status, ...(await res.json()) };
 }
 
+const basic = (client) => `Basic ${Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`).toString('base64')}`;
+
+/**
+ * RFC 7662 introspection request (client_secret_basic), as the gateway sends it. Resolves to
+ * the parsed JSON body with `status` added.
+ */
+export async function introspectToken(introspectionUrl, { client = GATEWAY_CLIENT, token }) {
+  const res = await fetch(introspectionUrl, {
+    method: 'POST',
+    headers: { authorization: basic(client), 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  });
+  return { status: res.status, ...(await res.json()) };
+}
+
+/** RFC 7009 revocation by the client the token was issued to. Resolves to the HTTP status. */
+export async function revokeToken(revocationUrl, { client, token }) {
+  const res = await fetch(revocationUrl, {
+    method: 'POST',
+    headers: { authorization: basic(client), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token, token_type_hint: 'access_token' }),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
 // ---- CLI ---------------------------------------------------------------------------------
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
   const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
   const resources = args.flatMap((a, i) => (args[i - 1] === '--resource' ? [a] : []));
-  const as = await startAuthServer({ port: Number(opt('--port', 0)), resources });
-  console.log(JSON.stringify({ issuer: as.issuer, jwks: as.jwksUrl, token: as.tokenUrl, kid: as.kid, resources }));
+  const as = await startAuthServer({ port: Number(opt('--port', 0)), resources, opaque: args.includes('--opaque') });
+  console.log(JSON.stringify({ issuer: as.issuer, jwks: as.jwksUrl, token: as.tokenUrl, kid: as.kid, resources, ...(as.introspectionUrl ? { introspection: as.introspectionUrl, revocation: as.revocationUrl } : {}) }));
   const stop = async () => { await as.stop(); process.exit(0); };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
