@@ -25,7 +25,8 @@ export PATH := $(TOOLS_DIR)/bin:$(PATH)
 help:
 	@echo "make demo   - build and run the demo (Envoy + Worker + AS + MCP server), ready to curl"
 	@echo "make test   - install what is missing, lint, build and run all tests"
-	@echo "make bench  - benchmarks (not part of make test)"
+	@echo "make bench  - benchmarks, writes BENCHMARKS.md (~15 min; not part of make test)"
+	@echo "make fuzz   - cargo-fuzz targets (FUZZ_SECONDS=20 each); make soak - 10 min through Envoy"
 
 ## ---- set-up (idempotent) ------------------------------------------------------------
 
@@ -70,6 +71,7 @@ nostd: setup-rust
 include envoy/envoy.mk
 include workers/workers.mk
 include demo/demo.mk
+include bench/bench.mk
 
 ## ---- JavaScript tests (real Envoy, real workerd) ------------------------------------
 

@@ -1,0 +1,92 @@
+## ---- benchmarks (not part of make test) -------------------------------------------------
+# make bench           everything below (~15 min on 2 cores), then BENCHMARKS.md and
+#                      bench/envoy-ratios.png
+# make bench-envoy     Envoy: no filter vs jwt_authn vs ours, cache off/on, RS256/ES256/EdDSA,
+#                      one token and token reuse, --concurrency 1 and 2 (bench/envoy.mjs)
+# make bench-workers   our Worker vs a jose Worker in workerd (bench/workers.mjs)
+# make bench-micro     core microbenchmarks: criterion natively, and one timing loop natively
+#                      and as wasm32-wasip1 under node --no-liftoff (crates/bench, bench/micro.mjs)
+# make bench-size      the shipped .wasm files, raw and gzip (bench/size.mjs)
+# make bench-report    BENCHMARKS.md and the plot from the results in .build/bench/
+# make bench-profile   (not in make bench; needs perf; ~4 min) where the filter's time goes: adds a
+#                      section to BENCHMARKS.md (bench/profile.mjs)
+# Each bench-* target rewrites BENCHMARKS.md from whatever results .build/bench/ holds.
+# Knobs (environment or make variables): BENCH_SECONDS (2 per cell), BENCH_ROUNDS (5),
+# BENCH_CONCURRENCY (1,2), BENCH_ALGS (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
+# BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_MICRO_MS (500),
+# BENCH_CRITERION_SECONDS (1); e.g. make bench BENCH_SECONDS=10 BENCH_ROUNDS=9. CPU placement
+# (taskset) is described in bench/envoy.mjs and BENCHMARKS.md.
+BENCH_OUT          := $(BUILD)/bench
+MATPLOTLIB_VERSION := 3.10.8
+BENCH_WASM         := $(ROOT)/target/wasm32-wasip1/release/mcp-edge-auth-bench.wasm
+# ring's C code for wasm32-wasip1 (the Wasm micro runs): clang and an LLVM archiver.
+BENCH_AR            = $(or $(shell command -v llvm-ar 2>/dev/null),$(lastword $(sort $(wildcard /usr/bin/llvm-ar-*))),llvm-ar)
+
+export BENCH_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
+       BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS \
+       BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
+
+.PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
+        bench-build-micro
+
+# wrk (soak-tools), Envoy (setup-python), workerd and jose (setup-node), clang and llvm-ar
+# (Debian), matplotlib (pinned, into the project venv).
+bench-tools: soak-tools setup-python setup-node setup-rust envoy-cc $(VENV)/.bench-installed
+	@command -v llvm-ar >/dev/null || ls /usr/bin/llvm-ar-* >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq llvm >/dev/null; }
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check matplotlib==$(MATPLOTLIB_VERSION)
+	@touch $@
+
+bench-build-micro: bench-tools
+	$(CARGO) build -p mcp-edge-auth-bench --release
+	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \
+	  $(CARGO) build -p mcp-edge-auth-bench --bin mcp-edge-auth-bench --target wasm32-wasip1 --release
+
+define BENCH_REPORT
+	node bench/report.mjs
+	@if [ -f $(BENCH_OUT)/ratios.json ] && grep -q '"alg"' $(BENCH_OUT)/ratios.json; then \
+	  $(VENV)/bin/python bench/plot.py $(BENCH_OUT)/ratios.json bench/envoy-ratios.png; fi
+	@echo "BENCHMARKS.md written"
+endef
+
+bench-report: bench-tools
+	$(BENCH_REPORT)
+
+bench-size: bench-tools envoy-wasm worker-build
+	node bench/size.mjs
+	$(BENCH_REPORT)
+
+bench-micro: bench-build-micro
+	node bench/micro.mjs
+	$(BENCH_REPORT)
+
+bench-workers: bench-tools worker-build
+	node bench/workers.mjs
+	$(BENCH_REPORT)
+
+bench-envoy: bench-tools envoy-wasm
+	node bench/envoy.mjs
+	$(BENCH_REPORT)
+
+# Everything, from fresh results: builds first, then the measurements (shortest first).
+bench: bench-tools envoy-wasm worker-build bench-build-micro
+	@rm -f $(BENCH_OUT)/*.json
+	node bench/size.mjs
+	node bench/micro.mjs
+	node bench/workers.mjs
+	node bench/envoy.mjs
+	$(BENCH_REPORT)
+
+# Where the time goes (not part of make bench; needs perf): Envoy's CPU split between its own
+# code, the filter's Wasm and the kernel, next to a do-nothing Wasm filter; and the core's
+# hottest functions in Wasm. Adds a section to BENCHMARKS.md. BENCH_PROFILE_SECONDS (3),
+# BENCH_PROFILE_ROUNDS (3).
+.PHONY: bench-profile
+bench-profile: bench-build-micro envoy-wasm
+	@command -v perf >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \
+	  $(CARGO) build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1 --release
+	node bench/profile.mjs
+	$(BENCH_REPORT)

@@ -1,0 +1,300 @@
+// The Envoy benchmark (make bench-envoy): one Envoy process per --concurrency setting, one
+// listener per variant, every listener answering with the same `direct_response`, so only
+// the HTTP filter in front of the router differs:
+//
+//   nofilter      no HTTP filter but the router
+//   jwt_nocache   Envoy's native jwt_authn, JWT cache off
+//   jwt_cache     jwt_authn with jwt_cache_config { jwt_cache_size: 4096 }
+//   ours_nocache  the mcp-edge-auth filter (Wasm, V8), token_cache.max_entries 0
+//   ours_cache    the mcp-edge-auth filter with its default token cache (4096 entries)
+//
+// Both filters get the same inline JWKS (RS256, ES256 and EdDSA keys), the same issuer and
+// audience, strip the token and put `sub` in x-mcp-subject. (Ours also checks `typ` and the
+// required scope, which jwt_authn cannot.) Workloads, with wrk:
+//   one    one token repeated (bench/wrk/one.lua)
+//   zipf   token reuse as MCP clients do it: BENCH_TOKENS (1,000) distinct valid tokens
+//          drawn with a Zipf(1) skew (bench/wrk/zipf.lua)
+// Each round runs every cell once, in a new (seeded) order; BENCH_ROUNDS rounds per
+// concurrency. Then, at concurrency 1, a latency pass: one connection, one token repeated,
+// no filter and the two cached variants, so p50 and p99 are per-request latency without
+// queueing.
+//
+// CPU placement on a 2-core machine: --concurrency 1: Envoy (all threads) on CPU 0, wrk on
+// CPU 1, so the load generator never takes Envoy's core. --concurrency 2: Envoy on both
+// CPUs and wrk (2 threads) too; there is no free core left, so these numbers include the
+// load generator's share of the machine. Override with BENCH_CPUS_ENVOY_<c> /
+// BENCH_CPUS_WRK_<c> (taskset lists).
+//
+// Knobs: BENCH_SECONDS (2) per cell, BENCH_ROUNDS (5), BENCH_CONCURRENCY (1,2),
+// BENCH_ALGS (RS256,ES256,EdDSA), BENCH_TOKENS (1000), BENCH_CONNECTIONS_PER_WORKER (8),
+// BENCH_LATENCY_SECONDS (1; 0 skips the latency pass), BENCH_WARMUP_SECONDS (1).
+// Writes .build/bench/envoy.json; bench/report.mjs turns it into tables.
+import { writeFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { execFileSync } from 'node:child_process';
+
+import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
+import { send } from '../tests/lib/http.mjs';
+import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
+import { ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+
+const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
+const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp_edge_auth_envoy.wasm');
+const SECONDS = knob('BENCH_SECONDS', 2);
+const ROUNDS = knob('BENCH_ROUNDS', 5);
+const CONCURRENCY = listKnob('BENCH_CONCURRENCY', ['1', '2']).map(Number);
+const ALGS = listKnob('BENCH_ALGS', ['RS256', 'ES256', 'EdDSA']);
+const N_TOKENS = knob('BENCH_TOKENS', 1000);
+const PER_WORKER = knob('BENCH_CONNECTIONS_PER_WORKER', 8);
+const LATENCY_SECONDS = process.env.BENCH_LATENCY_SECONDS === '0' ? 0 : knob('BENCH_LATENCY_SECONDS', 1);
+const WARMUP_SECONDS = knob('BENCH_WARMUP_SECONDS', 1);
+const JWT_CACHE_SIZE = 4096; // = our default token_cache.max_entries
+
+const ISSUER = 'https://auth.bench.example';
+const RESOURCE = 'https://mcp.bench.example/mcp';
+export const VARIANTS = ['nofilter', 'jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache'];
+
+const cpusFor = (c) => ({
+  envoy: process.env[`BENCH_CPUS_ENVOY_${c}`] ?? (c === 1 ? '0' : '0,1'),
+  wrk: process.env[`BENCH_CPUS_WRK_${c}`] ?? (c === 1 ? '1' : '0,1'),
+});
+
+const ROUTER = { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } };
+
+function jwtAuthn(jwksJson, cached) {
+  return {
+    name: 'envoy.filters.http.jwt_authn',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication',
+      providers: {
+        bench: {
+          issuer: ISSUER,
+          audiences: [RESOURCE],
+          local_jwks: { inline_string: jwksJson },
+          forward: false,
+          clock_skew_seconds: 60,
+          claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
+          ...(cached ? { jwt_cache_config: { jwt_cache_size: JWT_CACHE_SIZE } } : {}),
+        },
+      },
+      rules: [{ match: { prefix: '/' }, requires: { provider_name: 'bench' } }],
+    },
+  };
+}
+
+/** A Wasm HTTP filter as envoy/envoy.yaml configures ours. */
+export function wasmFilter({ vmId, file, configuration }) {
+  return {
+    name: 'mcp_edge_auth',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm',
+      config: {
+        name: 'mcp_edge_auth',
+        root_id: 'mcp_edge_auth',
+        fail_open: false,
+        // As envoy/envoy.yaml ships it (only matters for MCP body rules, unused here).
+        allow_on_headers_stop_iteration: true,
+        vm_config: { vm_id: vmId, runtime: 'envoy.wasm.runtime.v8', code: { local: { filename: file } } },
+        configuration: { '@type': 'type.googleapis.com/google.protobuf.StringValue', value: configuration },
+      },
+    },
+  };
+}
+
+function ours(jwks, cached) {
+  const config = {
+    resources: [{
+      resource: RESOURCE,
+      authorization_servers: [ISSUER],
+      required_scopes: ['mcp:read'],
+      issuers: [{ issuer: ISSUER, algorithms: ['RS256', 'ES256', 'EdDSA'], local_jwks: jwks }],
+      claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
+    }],
+    // Cache on: the default (4096 entries), as a user who does not set it gets.
+    ...(cached ? {} : { token_cache: { max_entries: 0 } }),
+  };
+  return wasmFilter({ vmId: cached ? 'mea_cache' : 'mea_nocache', file: ENVOY_WASM, configuration: JSON.stringify(config) });
+}
+
+function listener(name, port, filters) {
+  return {
+    name,
+    address: { socket_address: { address: '127.0.0.1', port_value: port } },
+    filter_chains: [{
+      filters: [{
+        name: 'envoy.filters.network.http_connection_manager',
+        typed_config: {
+          '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+          stat_prefix: name,
+          route_config: {
+            virtual_hosts: [{ name: 'all', domains: ['*'], routes: [{ match: { prefix: '/' }, direct_response: { status: 200, body: { inline_string: 'ok' } } }] }],
+          },
+          http_filters: [...filters, ROUTER],
+        },
+      }],
+    }],
+  };
+}
+
+/** The bootstrap: one listener per variant (and per `extra` name: a list of HTTP filters). */
+export function benchBootstrap({ ports, adminPort, jwks, extra = {} }) {
+  const jwksJson = JSON.stringify(jwks);
+  const filters = {
+    nofilter: [],
+    jwt_nocache: [jwtAuthn(jwksJson, false)],
+    jwt_cache: [jwtAuthn(jwksJson, true)],
+    ours_nocache: [ours(jwks, false)],
+    ours_cache: [ours(jwks, true)],
+  };
+  return {
+    admin: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } },
+    static_resources: {
+      listeners: [...VARIANTS.map((v) => listener(v, ports[v], filters[v])), ...Object.entries(extra).map(([v, f]) => listener(v, ports[v], f))],
+    },
+  };
+}
+
+async function startBenchEnvoy({ concurrency, ports, jwks, dir }) {
+  const adminPort = await freePort();
+  const file = join(dir, `envoy-c${concurrency}.json`);
+  writeFileSync(file, JSON.stringify(benchBootstrap({ ports, adminPort, jwks }), null, 1));
+  const { envoy: cpus } = cpusFor(concurrency);
+  const proc = startProcess('taskset', ['-c', cpus, ENVOY, '-c', file, '--concurrency', String(concurrency),
+    '--base-id', String(20_000 + (process.pid % 40_000) + concurrency), '--disable-hot-restart', '-l', 'warn'],
+  { logFile: join(dir, `envoy-c${concurrency}.log`) });
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  await waitFor(async () => {
+    if (proc.exited) throw new Error(`Envoy exited:\n${readFileSync(proc.log, 'utf8').slice(-3000)}`);
+    return (await send(`${adminUrl}/ready`)).status === 200;
+  }, { ms: 30000, what: 'Envoy' });
+  return { proc, adminUrl, pid: proc.child.pid };
+}
+
+/** Every listener answers a valid token with 200, and every filter refuses a bad one. */
+async function sanityCheck(ports, tokens) {
+  for (const v of VARIANTS) {
+    const url = `http://127.0.0.1:${ports[v]}/mcp`;
+    for (const alg of ALGS) {
+      const ok = await send(url, { headers: { authorization: `Bearer ${tokens[alg][0]}` } });
+      if (ok.status !== 200) throw new Error(`${v} ${alg}: a valid token got ${ok.status} ${ok.body}`);
+      if (v === 'nofilter') continue;
+      const forged = await send(url, { headers: { authorization: `Bearer ${tamper(tokens[alg][0], { sub: 'admin' })}` } });
+      if (forged.status !== 401) throw new Error(`${v} ${alg}: a forged token got ${forged.status}`);
+    }
+    if (v !== 'nofilter') {
+      const none = await send(url);
+      if (none.status !== 401) throw new Error(`${v}: no token got ${none.status}`);
+    }
+  }
+}
+
+async function statsOf(adminUrl) {
+  const r = await send(`${adminUrl}/stats`);
+  const out = {};
+  for (const line of r.body.split('\n')) {
+    const m = /^(\S+): (\d+)$/.exec(line.trim());
+    if (m && /jwt_authn|mcp_edge_auth|wasm/.test(m[1]) && Number(m[2]) > 0) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+function cells() {
+  const out = [];
+  for (const workload of ['one', 'zipf']) {
+    // No filter: the token does not matter; RS256 tokens are the largest requests.
+    out.push({ variant: 'nofilter', alg: 'any', workload });
+    for (const variant of VARIANTS.slice(1)) for (const alg of ALGS) out.push({ variant, alg, workload });
+  }
+  return out;
+}
+const cellId = (c) => `${c.variant}/${c.alg}/${c.workload}`;
+
+async function main() {
+  if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
+  if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
+  const dir = tempDir('mea-bench-envoy-');
+  const keys = {};
+  for (const alg of ALGS) keys[alg] = await makeKey(alg, `bench-${alg.toLowerCase()}`);
+  const jwks = jwksOf(...Object.values(keys));
+  const exp = nowSeconds() + 6 * 3600;
+  const tokens = {};
+  const files = {};
+  for (const alg of ALGS) {
+    tokens[alg] = [];
+    for (let i = 0; i < N_TOKENS; i += 1) {
+      tokens[alg].push(await mint(keys[alg], { iss: ISSUER, aud: RESOURCE, sub: `client-${i}`, client_id: `mcp-client-${i}`, scope: 'mcp:read mcp:write', exp }));
+    }
+    files[alg] = join(dir, `${alg}.txt`);
+    writeFileSync(files[alg], `${tokens[alg].join('\n')}\n`);
+  }
+  files.any = files.RS256 ?? files[ALGS[0]];
+  const tokenBytes = Object.fromEntries(ALGS.map((a) => [a, tokens[a][0].length]));
+  log(`tokens: ${N_TOKENS} per algorithm, sizes ${JSON.stringify(tokenBytes)} bytes`);
+
+  const result = {
+    started: new Date().toISOString(),
+    envoy_version: execFileSync(ENVOY, ['--version']).toString().trim().split('\n').pop().trim(),
+    wrk_version: execFileSync('sh', ['-c', `${process.env.WRK ?? 'wrk'} --version 2>&1 | head -1 || true`]).toString().trim(),
+    filter_wasm: ENVOY_WASM,
+    settings: { seconds: SECONDS, rounds: ROUNDS, algs: ALGS, tokens: N_TOKENS, connections_per_worker: PER_WORKER, latency_seconds: LATENCY_SECONDS, warmup_seconds: WARMUP_SECONDS, jwt_cache_size: JWT_CACHE_SIZE, token_bytes: tokenBytes },
+    commit: commit(),
+    load_before: loadAvg(),
+    concurrency: {},
+  };
+
+  for (const c of CONCURRENCY) {
+    const ports = {};
+    for (const v of VARIANTS) ports[v] = await freePort();
+    const envoy = await startBenchEnvoy({ concurrency: c, ports, jwks, dir });
+    const { wrk: wrkCpus, envoy: envoyCpus } = cpusFor(c);
+    const run = (cell, { seconds, connections, threads }) => runWrk({
+      url: `http://127.0.0.1:${ports[cell.variant]}/mcp`,
+      seconds, threads, connections,
+      script: join(ROOT, 'bench', 'wrk', `${cell.workload}.lua`),
+      scriptArgs: [files[cell.alg]],
+      cpus: wrkCpus,
+      pid: envoy.pid,
+    });
+    const load = { threads: c, connections: c * PER_WORKER };
+    const out = { envoy_cpus: envoyCpus, wrk_cpus: wrkCpus, threads: load.threads, connections: load.connections, cells: {}, latency: null };
+    result.concurrency[c] = out;
+    try {
+      await sanityCheck(ports, tokens);
+      log(`concurrency ${c}: Envoy on CPUs ${envoyCpus}, wrk on ${wrkCpus} (${load.threads} threads, ${load.connections} connections); warming up`);
+      // Warm-up: every listener and token set once (fills the caches, lets V8 settle).
+      for (const cell of cells().filter((x) => x.workload === 'zipf')) await run(cell, { ...load, seconds: WARMUP_SECONDS });
+      const all = cells();
+      for (let r = 0; r < ROUNDS; r += 1) {
+        const t0 = Date.now();
+        for (const cell of shuffled(all, 1000 * c + r)) {
+          const res = await run(cell, { ...load, seconds: SECONDS });
+          (out.cells[cellId(cell)] ??= { ...cell, rounds: [] }).rounds.push(res);
+        }
+        log(`concurrency ${c}: round ${r + 1}/${ROUNDS} in ${Math.round((Date.now() - t0) / 1000)} s`);
+      }
+      if (c === 1 && LATENCY_SECONDS > 0) {
+        // Latency without queueing: one connection, one request in flight.
+        out.latency = { threads: 1, connections: 1, cells: {} };
+        const lat = cells().filter((x) => x.workload === 'one' && ['nofilter', 'jwt_cache', 'ours_cache'].includes(x.variant));
+        for (let r = 0; r < ROUNDS; r += 1) {
+          for (const cell of shuffled(lat, 5000 + r)) {
+            const res = await run(cell, { threads: 1, connections: 1, seconds: LATENCY_SECONDS });
+            (out.latency.cells[cellId(cell)] ??= { ...cell, rounds: [] }).rounds.push(res);
+          }
+        }
+        log('concurrency 1: latency pass done');
+      }
+      out.stats = await statsOf(envoy.adminUrl);
+    } finally {
+      await envoy.proc.stop();
+    }
+  }
+  result.load_after = loadAvg();
+  result.finished = new Date().toISOString();
+  log(`wrote ${writeResult('envoy.json', result)}`);
+  rmSync(dir, { recursive: true, force: true }); // kept on failure: Envoy's logs are there
+}
+
+// Run when invoked as a script (bench/profile.mjs imports the bootstrap).
+if (import.meta.url === pathToFileURL(process.argv[1]).href) await main();

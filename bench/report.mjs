@@ -1,0 +1,300 @@
+// Writes BENCHMARKS.md at the repository root from the results in .build/bench/ (envoy.json,
+// workers.json, micro.json, size.json; any that exist), and .build/bench/ratios.json for
+// bench/plot.py. Run by make bench (and each bench-* target) after the measurements.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem, release } from 'node:os';
+import { join } from 'node:path';
+
+import { ROOT, readResult, writeResult, summarise, pairedRatio, median, min, max, log } from './lib.mjs';
+
+const envoy = readResult('envoy.json');
+const workers = readResult('workers.json');
+const micro = readResult('micro.json');
+const size = readResult('size.json');
+const profile = readResult('profile.json');
+const PLOT = 'bench/envoy-ratios.png';
+
+/** "…/envoy  version: 9e55…/1.40.0/Clean/RELEASE/BoringSSL" → "1.40.0 (9e5580933739, RELEASE, BoringSSL)". */
+function envoyVersion(v) {
+  const m = /version:\s*([0-9a-f]+)\/([\d.]+)\/(\w+)\/(\w+)\/(\S+)/.exec(v ?? '');
+  return m ? `${m[2]} (${m[1].slice(0, 12)}, ${m[4]}, ${m[5]})` : v ?? '–';
+}
+const when = (r) => (r?.started ?? r?.measured ? ` Measured ${(r.started ?? r.measured).replace('T', ' ').slice(0, 16)} UTC.` : '');
+
+const sh = (cmd, args) => {
+  try {
+    return execFileSync(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return 'unknown';
+  }
+};
+
+// ---- formatting --------------------------------------------------------------------------
+const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+const f2 = (x) => (Number.isFinite(x) ? x.toFixed(2) : '–');
+const range = (s, f = int) => `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+const ratio = (r) => (r && Number.isFinite(r.median) ? `**${f2(r.median)}×** (${f2(r.min)}–${f2(r.max)})` : '–');
+const ratioPlain = (r) => (r && Number.isFinite(r.median) ? `${f2(r.median)}×` : '–');
+const us = (ns) => (Number.isFinite(ns) ? (ns >= 1e6 ? `${(ns / 1e6).toFixed(2)} ms` : ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${Math.round(ns)} ns`) : '–');
+const table = (head, rows) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+const yes = (ok) => (ok === null ? 'n/a' : ok ? '✅ met' : '❌ not met');
+
+const VARIANT_NAMES = {
+  nofilter: 'no filter',
+  jwt_nocache: 'jwt_authn, cache off',
+  jwt_cache: 'jwt_authn, cache on',
+  ours_nocache: 'mcp-edge-auth, cache off',
+  ours_cache: 'mcp-edge-auth, cache on',
+  plain: 'no authorization',
+  jose: 'jose Worker',
+};
+const WORKLOADS = { one: 'one token repeated', zipf: 'token reuse (1,000 tokens, Zipf)' };
+const PEER = { ours_cache: 'jwt_cache', ours_nocache: 'jwt_nocache' };
+
+/** Paired per-round difference a − b of a latency key: median, min, max. */
+function pairedDiff(a, b, key) {
+  const n = Math.min(a.length, b.length);
+  const d = [];
+  for (let i = 0; i < n; i += 1) d.push(a[i][key] - b[i][key]);
+  return { median: median(d), min: min(d), max: max(d) };
+}
+
+// ---- Envoy -------------------------------------------------------------------------------
+const out = [];
+const targets = [];
+const ratios = { concurrency: {} };
+
+function envoySection() {
+  if (!envoy) return;
+  const algs = envoy.settings.algs;
+  out.push('## Envoy', '');
+  out.push(`Envoy ${envoyVersion(envoy.envoy_version)}, filter \`${envoy.filter_wasm.replace(`${ROOT}/`, '')}\` (V8). ` +
+    `${envoy.settings.rounds} interleaved rounds of ${envoy.settings.seconds} s per cell; token sizes ${Object.entries(envoy.settings.token_bytes).map(([a, b]) => `${a} ${b} B`).join(', ')}. ` +
+    `jwt_authn's cache: \`jwt_cache_size: ${envoy.settings.jwt_cache_size}\` (our default \`token_cache.max_entries\` is 4096 too). ` +
+    'Ratios are medians of per-round ratios (each round runs every cell once, in a new order), with their min–max; req/s, p50 and p99 are medians with min–max over rounds. ' +
+    '"Envoy CPU" is the Envoy process\'s CPU time (all threads) per request.' + when(envoy), '');
+  out.push(`![Envoy ratios](${PLOT})`, '');
+
+  const headline = [];
+  for (const [c, o] of Object.entries(envoy.concurrency)) {
+    const cell = (v, a, w) => o.cells[`${v}/${a}/${w}`]?.rounds;
+    ratios.concurrency[c] = [];
+    for (const w of ['one', 'zipf']) {
+      const base = cell('nofilter', 'any', w);
+      for (const a of algs) {
+        const r = {
+          alg: a,
+          workload: w,
+          vs_jwt: { cache: pairedRatio(cell('ours_cache', a, w), cell('jwt_cache', a, w)), nocache: pairedRatio(cell('ours_nocache', a, w), cell('jwt_nocache', a, w)) },
+          vs_nofilter: Object.fromEntries(['jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache'].map((v) => [v, pairedRatio(cell(v, a, w), base)])),
+        };
+        ratios.concurrency[c].push(r);
+        headline.push([w === 'one' ? 'one token' : 'reuse (Zipf)', c, a, ratio(r.vs_jwt.cache), ratio(r.vs_jwt.nocache), ratioPlain(r.vs_nofilter.ours_cache), ratioPlain(r.vs_nofilter.jwt_cache), ratioPlain(r.vs_nofilter.ours_nocache), ratioPlain(r.vs_nofilter.jwt_nocache)]);
+      }
+    }
+  }
+  out.push('### Headline: req/s of the mcp-edge-auth filter relative to jwt_authn and to no filter', '');
+  out.push(table(['workload', 'conc.', 'alg', 'ours ÷ jwt_authn, cache on', 'ours ÷ jwt_authn, cache off', 'ours on ÷ no filter', 'jwt on ÷ no filter', 'ours off ÷ no filter', 'jwt off ÷ no filter'], headline), '');
+
+  for (const [c, o] of Object.entries(envoy.concurrency)) {
+    out.push(`### --concurrency ${c}`, '');
+    out.push(`wrk: ${o.threads} thread(s), ${o.connections} connections, on CPU(s) ${o.wrk_cpus}; Envoy on CPU(s) ${o.envoy_cpus}.`, '');
+    for (const w of ['one', 'zipf']) {
+      const base = o.cells[`nofilter/any/${w}`];
+      const rows = [];
+      const push = (v, a) => {
+        const x = o.cells[`${v}/${a}/${w}`];
+        if (!x) return;
+        const s = summarise(x.rounds);
+        const peer = PEER[v] ? o.cells[`${PEER[v]}/${a}/${w}`] : null;
+        const vsJwt = peer ? ratio(pairedRatio(x.rounds, peer.rounds)) : v.startsWith('jwt') ? '1 (reference)' : '–';
+        const vsNone = v === 'nofilter' ? '1 (reference)' : ratio(pairedRatio(x.rounds, base.rounds));
+        const bad = s.errors_status + s.errors;
+        rows.push([VARIANT_NAMES[v], a, range(s.rps), int(s.p50_us.median), int(s.p99_us.median), s.cpu_us_per_req ? f1(s.cpu_us_per_req.median) : '–', vsJwt, vsNone, bad ? `**${bad}**` : '0']);
+      };
+      push('nofilter', 'any');
+      for (const a of algs) for (const v of ['jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache']) push(v, a);
+      out.push(`#### ${WORKLOADS[w]}, --concurrency ${c}`, '');
+      out.push(table(['variant', 'alg', 'req/s median (min–max)', 'p50 µs', 'p99 µs', 'Envoy CPU µs/req', '× jwt_authn (same cache setting)', '× no filter', 'non-2xx / errors'], rows), '');
+    }
+  }
+
+  const lat = envoy.concurrency['1']?.latency;
+  if (lat) {
+    out.push('### Latency without queueing (--concurrency 1, one connection, one token repeated)', '');
+    const base = lat.cells['nofilter/any/one'];
+    const b99 = summarise(base.rounds).p99_us;
+    out.push('One request in flight at a time, so p50 and p99 are the latency of a request, not of a queue. "Added" is the per-round difference to no filter (median, min–max). ' +
+      `Read p99 with care: over ${envoy.settings.latency_seconds} s windows on a shared VM it is dominated by scheduling jitter (no filter's own p99 ranged ${int(b99.min)}–${int(b99.max)} µs over the rounds); p50 added is the stable signal. For a firmer p99, run \`make bench-envoy BENCH_LATENCY_SECONDS=10\` on a quiet machine.`, '');
+    const rows = [];
+    const order = (x) => `${x.variant === 'nofilter' ? 0 : 1}${x.alg}${x.variant}`;
+    for (const x of Object.values(lat.cells).sort((a, b) => order(a).localeCompare(order(b)))) {
+      const s = summarise(x.rounds);
+      const add50 = x.variant === 'nofilter' ? null : pairedDiff(x.rounds, base.rounds, 'p50_us');
+      const add99 = x.variant === 'nofilter' ? null : pairedDiff(x.rounds, base.rounds, 'p99_us');
+      rows.push([VARIANT_NAMES[x.variant], x.alg, range(s.rps), range(s.p50_us), range(s.p99_us), add50 ? range(add50) : '–', add99 ? range(add99) : '–']);
+    }
+    out.push(table(['variant', 'alg', 'req/s', 'p50 µs', 'p99 µs', 'p50 added µs', 'p99 added µs'], rows), '');
+  }
+
+  // Targets.
+  const r = (c, a, w) => ratios.concurrency[c]?.find((x) => x.alg === a && x.workload === w);
+  const concs = Object.keys(envoy.concurrency);
+  for (const w of ['zipf', 'one']) {
+    const vals = [];
+    for (const c of concs) for (const a of algs) vals.push({ c, a, v: r(c, a, w)?.vs_jwt.cache });
+    const text = vals.map((x) => `c${x.c} ${x.a} ${ratioPlain(x.v)}`).join(', ');
+    const ok = vals.every((x) => x.v && x.v.median >= 1.0);
+    targets.push([`${w === 'zipf' ? 'Token-reuse workload' : 'One repeated token'} ≥ 1.0× jwt_authn cached (every alg, both concurrencies)`, text, yes(ok)]);
+  }
+  if (lat) {
+    const base = lat.cells['nofilter/any/one'];
+    const vals = algs.map((a) => ({ a, d: lat.cells[`ours_cache/${a}/one`] ? pairedDiff(lat.cells[`ours_cache/${a}/one`].rounds, base.rounds, 'p99_us') : null }));
+    const ok = vals.every((x) => x.d && x.d.median <= 100);
+    const p50 = algs.map((a) => (lat.cells[`ours_cache/${a}/one`] ? pairedDiff(lat.cells[`ours_cache/${a}/one`].rounds, base.rounds, 'p50_us').median : NaN));
+    targets.push(['One repeated token: p99 added over no filter ≤ 100 µs (latency pass, c1, 1 connection; p99 is jitter-dominated here, p50 added shown for reference)', `p99 added: ${vals.map((x) => `${x.a} ${x.d ? int(x.d.median) : '–'} µs`).join(', ')}; p50 added: ${algs.map((a, i) => `${a} ${int(p50[i])} µs`).join(', ')}`, yes(ok)]);
+  }
+  for (const [a, want] of [['ES256', 0.4], ['EdDSA', 0.5], ['RS256', 0.2]]) {
+    if (!algs.includes(a)) continue;
+    const vals = [];
+    for (const c of concs) for (const w of ['one', 'zipf']) vals.push({ c, w, v: r(c, a, w)?.vs_jwt.nocache });
+    const ok = vals.every((x) => x.v && x.v.median >= want);
+    targets.push([`Uncached ${a} ≥ ${want}× jwt_authn uncached`, vals.map((x) => `c${x.c} ${x.w} ${ratioPlain(x.v)}`).join(', '), yes(ok)]);
+  }
+}
+
+// ---- Workers -----------------------------------------------------------------------------
+function workersSection() {
+  if (!workers) return;
+  const algs = workers.settings.algs;
+  out.push('## Workers', '');
+  out.push(`workerd ${workers.workerd_version.replace(/^workerd\s*/, '')}, one process with one socket per Worker (on CPU ${workers.settings.workerd_cpus}); wrk on CPU ${workers.settings.wrk_cpus}, ${workers.settings.connections} connections; ${workers.settings.rounds} interleaved rounds of ${workers.settings.seconds} s. ` +
+    'Every Worker answers an allowed request with the same fixed 200. "jose Worker" does the same checks in JavaScript with `jose` (no verified-token cache); ours is the `mcp-edge-auth-worker` library (Rust core in Wasm, signatures with WebCrypto). "workerd CPU" is the workerd process\'s CPU time per request.' + when(workers), '');
+  const cell = (v, a, w) => workers.cells[`${v}/${a}/${w}`];
+  for (const w of ['one', 'zipf']) {
+    const base = cell('plain', 'any', w);
+    const rows = [];
+    const push = (v, a) => {
+      const x = cell(v, a, w);
+      if (!x) return;
+      const s = summarise(x.rounds);
+      const jose = cell('jose', a, w);
+      const vsJose = v === 'jose' ? '1 (reference)' : v === 'plain' ? '–' : ratio(pairedRatio(x.rounds, jose.rounds));
+      const vsPlain = v === 'plain' ? '1 (reference)' : ratio(pairedRatio(x.rounds, base.rounds));
+      rows.push([VARIANT_NAMES[v].replace('mcp-edge-auth', 'mcp-edge-auth Worker'), a, range(s.rps), int(s.p50_us.median), int(s.p99_us.median), s.cpu_us_per_req ? f1(s.cpu_us_per_req.median) : '–', vsJose, vsPlain, String(s.errors_status + s.errors)]);
+    };
+    push('plain', 'any');
+    for (const a of algs) for (const v of ['jose', 'ours_nocache', 'ours_cache']) push(v, a);
+    out.push(`### ${WORKLOADS[w]}`, '');
+    out.push(table(['Worker', 'alg', 'req/s median (min–max)', 'p50 µs', 'p99 µs', 'workerd CPU µs/req', '× jose Worker', '× no authorization', 'non-2xx / errors'], rows), '');
+  }
+  for (const a of algs) {
+    const reuse = pairedRatio(cell('ours_cache', a, 'zipf').rounds, cell('jose', a, 'zipf').rounds);
+    targets.push([`Worker ≥ 1.5× the jose Worker on the reuse workload (${a})`, ratioPlain(reuse), yes(reuse.median >= 1.5)]);
+    const vals = ['one', 'zipf'].map((w) => ({ w, v: pairedRatio(cell('ours_nocache', a, w).rounds, cell('jose', a, w).rounds) }));
+    targets.push([`Worker ≥ 0.9× the jose Worker uncached (${a}, cache off, both workloads)`, vals.map((x) => `${x.w} ${ratioPlain(x.v)}`).join(', '), yes(vals.every((x) => x.v.median >= 0.9))]);
+  }
+}
+
+// ---- micro -------------------------------------------------------------------------------
+function microSection() {
+  if (!micro) return;
+  out.push('## Core microbenchmarks', '');
+  out.push(`The cases of \`crates/bench\` (one definition): criterion natively, and one plain timing loop natively and as \`wasm32-wasip1\` under Node ${micro.node_version} (V8 ${micro.node_v8}) with \`--no-liftoff\` (optimising compiler only, as Envoy runs V8), each pinned to CPU ${micro.settings.cpu}. ${micro.rustc}, release profile (opt-level 3, LTO). ` +
+    'Times per iteration: criterion\'s median estimate; the loop\'s median over 15 batches. "Wasm ÷ native" compares the two loop columns. `ring` is the Envoy filter\'s provider; `jwt-simple` the core\'s default.' + when(micro), '');
+  const rows = [];
+  const ids = Object.keys(micro.native);
+  for (const id of ids) {
+    const n = micro.native[id]?.ns_median;
+    const wv = micro.wasm[id]?.ns_median;
+    rows.push([`\`${id}\``, us(micro.criterion[id]?.ns_median), us(n), us(wv), Number.isFinite(n) && Number.isFinite(wv) ? `${f1(wv / n)}×` : '–']);
+  }
+  out.push(table(['case', 'criterion, native', 'loop, native', 'loop, Wasm (V8)', 'Wasm ÷ native'], rows), '');
+  out.push('Groups: `parse` = JWS parsing (base64url, strict JSON header and claims); `hash` = SHA-256 of the token (the cache key); `verify` = one signature check with a verifier prepared at key install; `decide-uncached` = `Gateway::decide` with the token cache off (the whole request path, one signature check); `cache-hit` = `Gateway::decide` answered from the verified-token cache.', '');
+}
+
+// ---- size --------------------------------------------------------------------------------
+function sizeSection() {
+  if (!size) return;
+  out.push('## Size', '');
+  const kib = (b) => `${(b / 1024).toFixed(1)} KiB`;
+  out.push(`Measured ${size.measured.replace('T', ' ').slice(0, 16)} UTC from the files as built then. "name section" is the table of function names (kept by \`strip = "debuginfo"\`; useful for profiles, not needed to run).`, '');
+  out.push(table(['file', 'raw', 'gzip -9', 'code / data / name section'], size.files.map((f) => [`${f.name} (\`${f.path}\`)`, `${f.raw.toLocaleString('en-US')} B (${kib(f.raw)})`, `${f.gzip.toLocaleString('en-US')} B (${kib(f.gzip)})`, f.sections ? `${kib(f.sections.code)} / ${kib(f.sections.data)} / ${kib(f.sections.names)}` : '–'])), '');
+  for (const f of size.files) {
+    if (f.target?.raw) targets.push([`${f.name} .wasm ≤ ${f.target.raw / 1024} KiB`, kib(f.raw), yes(f.raw <= f.target.raw)]);
+    if (f.target?.gzip) targets.push([`${f.name} gzip ≤ ${f.target.gzip / 1048576} MiB`, kib(f.gzip), yes(f.gzip <= f.target.gzip)]);
+  }
+}
+
+// ---- profile (make bench-profile) ---------------------------------------------------------
+function profileSection() {
+  if (!profile) return;
+  out.push('## Where the filter\'s time goes', '');
+  out.push(`\`make bench-profile\` (bench/profile.mjs): \`perf\` samples the whole Envoy process (--concurrency 1, one token repeated, 8 connections; ${profile.rounds ?? 1} interleaved round(s) of ${profile.seconds} s per cell, medians; req/s and CPU per request come from a run without perf, the split from a run with it) and the samples are split by where the code lives: the envoy binary (C++: HTTP, the proxy-wasm host calls, V8's runtime and wasm-to-host trampolines; stripped, so not further), code V8 compiled from a filter's Wasm (anonymous JIT memory), the kernel (loopback TCP), libc. µs are that share of the CPU per request. \`floor_noop\` and \`floor_headers\` are \`crates/bench/examples/floor_filter.rs\`, a proxy-wasm filter doing nothing, or only the header host calls of a cache hit: what any Wasm filter pays.` + when(profile), '');
+  const base = profile.envoy['nofilter/RS256'];
+  const rows = Object.entries(profile.envoy).map(([id, x]) => {
+    const part = (re) => Object.entries(x.split).filter(([k]) => re.test(k)).reduce((a, [, v]) => a + v, 0) / 100 * x.cpu_us_per_req;
+    return [id.replace('/RS256', id.startsWith('nofilter') || id.startsWith('floor') ? '' : '/RS256'), int(x.rps), f1(x.cpu_us_per_req), base ? f1(x.cpu_us_per_req - base.cpu_us_per_req) : '–', f1(part(/Envoy binary/)), f1(part(/Wasm/)), f1(part(/kernel/)), f1(part(/libc|other/))];
+  });
+  out.push(table(['cell', 'req/s', 'Envoy CPU µs/req', 'added over no filter', 'envoy binary µs', 'Wasm (JIT) µs', 'kernel µs', 'libc, other µs'], rows), '');
+  out.push('Inside the core (Wasm under `node --perf-basic-prof --no-liftoff`, the microbenchmark cases), the hottest functions:', '');
+  const rows2 = Object.entries(profile.wasm).map(([c, syms]) => [`\`${c}\``, syms.slice(0, 6).map((x) => `${x.pct.toFixed(1)}% \`${x.name.replace(/ \(Wasm\)$/, '').replace(/`/g, '')}\``).join('; ')]);
+  out.push(table(['case', 'top functions (share of samples)'], rows2), '');
+}
+
+// ---- assemble ----------------------------------------------------------------------------
+envoySection();
+workersSection();
+microSection();
+sizeSection();
+profileSection();
+
+const cpuModel = (() => {
+  const m = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+  return m ? m[1].trim() : cpus()[0]?.model ?? 'unknown';
+})();
+const loads = [envoy && ['Envoy', envoy], workers && ['Workers', workers], micro && ['micro', micro]].filter(Boolean)
+  .map(([n, r]) => `${n} ${r.load_before?.join('/')} → ${r.load_after?.join('/')}`).join('; ');
+const measured = envoy?.commit ?? workers?.commit ?? micro?.commit;
+const commitLine = measured
+  ? `${measured.replace(/\+$/, '')}${measured.endsWith('+') ? ' (with uncommitted changes)' : ''}`
+  : `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain']) !== '' ? ' (with uncommitted changes)' : ''}`;
+const head = [
+  '# Benchmarks',
+  '',
+  `Generated by \`make bench\` (bench/bench.mk, scripts in [bench/](bench/)) on ${new Date().toISOString().slice(0, 10)}; do not edit by hand.`,
+  '',
+  table(['', ''], [
+    ['date', new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC'],
+    ['commit measured', commitLine],
+    ['CPU', `${cpuModel}, ${cpus().length} cores (${sh('sh', ['-c', 'grep -q hypervisor /proc/cpuinfo && echo virtual machine || echo bare metal'])})`],
+    ['memory, kernel', `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}`],
+    ['Rust', micro?.rustc ?? sh('rustc', ['--version'])],
+    ['Envoy', envoy ? envoyVersion(envoy.envoy_version) : '–'],
+    ['workerd', workers?.workerd_version ?? '–'],
+    ['Node (Wasm micro runs)', micro ? `${micro.node_version}, V8 ${micro.node_v8}` : process.version],
+    ['wrk', envoy?.wrk_version ?? sh('sh', ['-c', 'wrk --version 2>&1 | head -1'])],
+    ['criterion', '0.7.0'],
+    ['load average (1/5/15 min) before → after', loads || '–'],
+  ]),
+  '',
+  '**Read the ratios, not the absolute numbers.** The machine has 2 cores and is shared (other builds and tests may run at the same time: see the load averages above); everything runs on loopback, with the load generator on the same machine. Interleaved rounds and per-round ratios are there to cancel drift; the min–max ranges show how much remained.',
+  '',
+];
+const targetBlock = targets.length ? ['## Targets', '', 'The project\'s targets for later work, measured as they stand now.', '', table(['target', 'measured (median of per-round ratios)', ''], targets), ''] : [];
+const method = [
+  '## Method',
+  '',
+  '- **Envoy** (`bench/envoy.mjs`): one Envoy process per `--concurrency` setting with five listeners, each answering with the same `direct_response` (200, `ok`), so only the HTTP filter differs: none; `jwt_authn` with and without `jwt_cache_config`; the mcp-edge-auth filter with `token_cache.max_entries: 0` and with its default cache. Both filters get the same inline JWKS (one RS256, one ES256, one EdDSA key), issuer, audience and `claim_to_headers` (`sub` → `x-mcp-subject`) and strip the token. Ours also checks `typ: at+jwt` and the required scope `mcp:read`, which `jwt_authn` cannot. Tokens are minted with `jose`, valid for 6 hours.',
+  '- **Workloads**: *one token repeated* (`bench/wrk/one.lua`) and *token reuse as MCP clients do it* (`bench/wrk/zipf.lua`): 1,000 distinct valid tokens (one per client) drawn with a Zipf skew (s = 1, token *i* with probability ∝ 1/*i*), fixed seeds. wrk counts non-2xx answers; every cell must have none. Before the rounds, each listener gets a 1 s warm-up with the reuse workload (fills caches, settles V8).',
+  `- **Placement** (2 cores): at \`--concurrency 1\`, Envoy (all its threads) is pinned to CPU 0 and wrk to CPU 1 with \`taskset\`, ${envoy?.concurrency['1']?.connections ?? 8} connections (enough to keep Envoy's one worker busy on this machine). At \`--concurrency 2\`, Envoy and wrk (2 threads, ${envoy?.concurrency['2']?.connections ?? 16} connections) share both CPUs: there is no third core, so these numbers include the load generator's share. The latency pass (c1) uses 1 connection and runs no filter and the two cached variants.`,
+  '- **Workers** (`bench/workers.mjs`): one workerd with four Workers (no authorization; ours with and without cache; the `jose` Worker), same keys and tokens, workerd on CPU 0, wrk on CPU 1.',
+  '- **Micro** (`bench/micro.mjs`, `crates/bench`): see that section.',
+  '- **Knobs**: `BENCH_SECONDS` (per cell, default 2), `BENCH_ROUNDS` (5), `BENCH_CONCURRENCY` (1,2), `BENCH_ALGS` (RS256,ES256,EdDSA), `BENCH_WORKER_ALGS` (RS256), `BENCH_TOKENS` (1000), `BENCH_LATENCY_SECONDS` (1), `BENCH_MICRO_MS` (500), `BENCH_CRITERION_SECONDS` (1). For example `make bench BENCH_SECONDS=10 BENCH_ROUNDS=9` on a quiet machine. Raw results: `.build/bench/*.json`.',
+  '',
+];
+writeFileSync(join(ROOT, 'BENCHMARKS.md'), [...head, ...targetBlock, ...out, ...method].join('\n'));
+writeResult('ratios.json', ratios);
+log('wrote BENCHMARKS.md');

@@ -1,0 +1,205 @@
+// The Workers benchmark (make bench-workers): one workerd process, one socket per variant,
+// every variant answering an allowed request with the same fixed 200:
+//
+//   plain         no authorization (bench/workers/plain.js)
+//   ours_cache    the mcp-edge-auth Worker library (bench/workers/ours.js: authorize() from
+//                 workers/lib, Rust core in Wasm + WebCrypto), default token cache
+//   ours_nocache  the same with token_cache.max_entries 0: every request verifies
+//   jose          the same checks in JavaScript with `jose` (bench/workers/jose.js)
+//
+// Same keys and tokens for all; workloads "one" and "zipf" as in the Envoy benchmark (wrk
+// scripts in bench/wrk/). workerd on CPU 0, wrk on CPU 1 (BENCH_CPUS_WORKERD,
+// BENCH_CPUS_WRK). Knobs: BENCH_SECONDS (2), BENCH_ROUNDS (5), BENCH_WORKER_ALGS (RS256;
+// e.g. RS256,ES256,EdDSA), BENCH_TOKENS (1000), BENCH_WORKER_CONNECTIONS (8),
+// BENCH_WARMUP_SECONDS (1). Writes .build/bench/workers.json.
+import { writeFileSync, readdirSync, statSync, existsSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { execFileSync } from 'node:child_process';
+
+import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
+import { send } from '../tests/lib/http.mjs';
+import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
+import { ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+
+const WORKERD = join(ROOT, 'node_modules', '.bin', 'workerd');
+const COMPATIBILITY_DATE = '2025-09-01'; // as tests/workers/launch.mjs
+const SECONDS = knob('BENCH_SECONDS', 2);
+const ROUNDS = knob('BENCH_ROUNDS', 5);
+const ALGS = listKnob('BENCH_WORKER_ALGS', ['RS256']);
+const N_TOKENS = knob('BENCH_TOKENS', 1000);
+const CONNECTIONS = knob('BENCH_WORKER_CONNECTIONS', 8);
+const WARMUP_SECONDS = knob('BENCH_WARMUP_SECONDS', 1);
+const CPUS_WORKERD = process.env.BENCH_CPUS_WORKERD ?? '0';
+const CPUS_WRK = process.env.BENCH_CPUS_WRK ?? '1';
+
+const ISSUER = 'https://auth.bench.example';
+const RESOURCE = 'https://mcp.bench.example/mcp';
+const VARIANTS = ['plain', 'ours_nocache', 'ours_cache', 'jose'];
+const WASM_DIR = join(ROOT, 'workers', 'lib', 'wasm');
+
+const capnpString = (s) => `"${String(s).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
+
+function filesUnder(dir) {
+  const out = [];
+  for (const f of readdirSync(dir)) {
+    const p = join(dir, f);
+    if (statSync(p).isDirectory()) out.push(...filesUnder(p));
+    else if (f.endsWith('.js')) out.push(p);
+  }
+  return out;
+}
+
+/** Modules named by their path under the repository, so relative imports resolve as on disk. */
+function modulesOf(variant) {
+  const m = (path, type = 'esModule') => ({ name: relative(ROOT, path), path, type });
+  switch (variant) {
+    case 'plain':
+      return [m(join(ROOT, 'bench', 'workers', 'plain.js'))];
+    case 'jose':
+      return [m(join(ROOT, 'bench', 'workers', 'jose.js')), ...filesUnder(join(ROOT, 'node_modules', 'jose', 'dist', 'webapi')).map((p) => m(p))];
+    default:
+      return [
+        m(join(ROOT, 'bench', 'workers', 'ours.js')),
+        m(join(ROOT, 'workers', 'lib', 'index.js')),
+        m(join(WASM_DIR, 'mcp_edge_auth_worker.js')),
+        m(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'), 'wasm'),
+      ];
+  }
+}
+
+function ourConfig(jwks, cached) {
+  return JSON.stringify({
+    resources: [{
+      resource: RESOURCE,
+      authorization_servers: [ISSUER],
+      required_scopes: ['mcp:read'],
+      issuers: [{ issuer: ISSUER, algorithms: ['RS256', 'ES256', 'EdDSA'], local_jwks: jwks }],
+      claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
+    }],
+    ...(cached ? {} : { token_cache: { max_entries: 0 } }),
+  });
+}
+
+function capnpConfig({ dir, ports, jwks }) {
+  const embed = (file) => `embed ${capnpString(relative(dir, file))}`;
+  const bindingsOf = (v) => {
+    if (v === 'ours_cache' || v === 'ours_nocache') {
+      const file = join(dir, `${v}.json`);
+      writeFileSync(file, ourConfig(jwks, v === 'ours_cache'));
+      return [`(name = "MCP_EDGE_AUTH_CONFIG", text = ${embed(file)})`, '(name = "MCP_EDGE_AUTH_LOG", text = "none")'];
+    }
+    if (v === 'jose') {
+      const file = join(dir, 'jose.json');
+      writeFileSync(file, JSON.stringify({ issuer: ISSUER, resource: RESOURCE, jwks, scope: 'mcp:read' }));
+      return [`(name = "BENCH_CONFIG", text = ${embed(file)})`];
+    }
+    return [];
+  };
+  const ident = (v) => `${v.replace(/_(.)/g, (_, c) => c.toUpperCase())}Worker`; // capnp: camelCase
+  const workers = VARIANTS.map((v) => `const ${ident(v)} :Workerd.Worker = (
+  modules = [
+    ${modulesOf(v).map((m) => `(name = ${capnpString(m.name)}, ${m.type} = ${embed(m.path)})`).join(',\n    ')}
+  ],
+  compatibilityDate = "${COMPATIBILITY_DATE}",
+  bindings = [
+    ${bindingsOf(v).join(',\n    ')}
+  ],
+);`);
+  return `using Workerd = import "/workerd/workerd.capnp";
+
+const config :Workerd.Config = (
+  services = [
+    ${VARIANTS.map((v) => `(name = "${v}", worker = .${ident(v)})`).join(',\n    ')}
+  ],
+  sockets = [
+    ${VARIANTS.map((v) => `(name = "${v}", address = "127.0.0.1:${ports[v]}", http = (), service = "${v}")`).join(',\n    ')}
+  ],
+);
+
+${workers.join('\n\n')}
+`;
+}
+
+async function main() {
+  if (!existsSync(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'))) throw new Error('no Worker wasm: run make worker-build');
+  const dir = tempDir('mea-bench-workers-');
+  const keys = {};
+  for (const alg of ALGS) keys[alg] = await makeKey(alg, `bench-${alg.toLowerCase()}`);
+  const jwks = jwksOf(...Object.values(keys));
+  const exp = nowSeconds() + 6 * 3600;
+  const tokens = {};
+  const files = {};
+  for (const alg of ALGS) {
+    tokens[alg] = [];
+    for (let i = 0; i < N_TOKENS; i += 1) {
+      tokens[alg].push(await mint(keys[alg], { iss: ISSUER, aud: RESOURCE, sub: `client-${i}`, client_id: `mcp-client-${i}`, scope: 'mcp:read mcp:write', exp }));
+    }
+    files[alg] = join(dir, `${alg}.txt`);
+    writeFileSync(files[alg], `${tokens[alg].join('\n')}\n`);
+  }
+  files.any = files[ALGS[0]];
+
+  const ports = {};
+  for (const v of VARIANTS) ports[v] = await freePort();
+  const file = join(dir, 'workerd.capnp');
+  writeFileSync(file, capnpConfig({ dir, ports, jwks }));
+  const proc = startProcess('taskset', ['-c', CPUS_WORKERD, WORKERD, 'serve', file], { cwd: dir, env: { PWD: dir }, logFile: join(dir, 'workerd.log') });
+  const result = {
+    started: new Date().toISOString(),
+    workerd_version: execFileSync(WORKERD, ['--version']).toString().trim(),
+    settings: { seconds: SECONDS, rounds: ROUNDS, algs: ALGS, tokens: N_TOKENS, connections: CONNECTIONS, workerd_cpus: CPUS_WORKERD, wrk_cpus: CPUS_WRK },
+    commit: commit(),
+    load_before: loadAvg(),
+    cells: {},
+  };
+  try {
+    for (const v of VARIANTS) {
+      await waitFor(async () => {
+        if (proc.exited) throw new Error(`workerd exited; see ${proc.log}`);
+        return (await send(`http://127.0.0.1:${ports[v]}/mcp`)).status > 0;
+      }, { ms: 30000, what: `workerd ${v}` });
+    }
+    // Sanity: valid tokens pass everywhere, forged and missing ones are refused.
+    for (const v of VARIANTS) {
+      const url = `http://127.0.0.1:${ports[v]}/mcp`;
+      for (const alg of ALGS) {
+        const ok = await send(url, { headers: { authorization: `Bearer ${tokens[alg][0]}` } });
+        if (ok.status !== 200) throw new Error(`${v} ${alg}: a valid token got ${ok.status} ${ok.body}`);
+        if (v === 'plain') continue;
+        const forged = await send(url, { headers: { authorization: `Bearer ${tamper(tokens[alg][0], { sub: 'admin' })}` } });
+        if (forged.status !== 401) throw new Error(`${v} ${alg}: a forged token got ${forged.status}`);
+      }
+      if (v !== 'plain' && (await send(url)).status !== 401) throw new Error(`${v}: no token was not refused`);
+    }
+    const cells = [];
+    for (const workload of ['one', 'zipf']) {
+      cells.push({ variant: 'plain', alg: 'any', workload });
+      for (const variant of VARIANTS.slice(1)) for (const alg of ALGS) cells.push({ variant, alg, workload });
+    }
+    const run = (cell, seconds) => runWrk({
+      url: `http://127.0.0.1:${ports[cell.variant]}/mcp`,
+      seconds, threads: 1, connections: CONNECTIONS,
+      script: join(ROOT, 'bench', 'wrk', `${cell.workload}.lua`),
+      scriptArgs: [files[cell.alg]],
+      cpus: CPUS_WRK,
+      pid: proc.child.pid,
+    });
+    log(`workers: workerd on CPU ${CPUS_WORKERD}, wrk on ${CPUS_WRK} (${CONNECTIONS} connections); warming up`);
+    for (const cell of cells.filter((c) => c.workload === 'zipf')) await run(cell, WARMUP_SECONDS);
+    for (let r = 0; r < ROUNDS; r += 1) {
+      for (const cell of shuffled(cells, 7000 + r)) {
+        const res = await run(cell, SECONDS);
+        (result.cells[`${cell.variant}/${cell.alg}/${cell.workload}`] ??= { ...cell, rounds: [] }).rounds.push(res);
+      }
+      log(`workers: round ${r + 1}/${ROUNDS}`);
+    }
+  } finally {
+    await proc.stop();
+  }
+  result.load_after = loadAvg();
+  result.finished = new Date().toISOString();
+  log(`wrote ${writeResult('workers.json', result)}`);
+  rmSync(dir, { recursive: true, force: true }); // kept on failure: workerd's log is there
+}
+
+await main();
