@@ -5,7 +5,9 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 
-import { makeKey, jwks } from '../lib/tokens.mjs';
+import { makeKey, jwks, mint } from '../lib/tokens.mjs';
+
+const mintFor = (key, aud) => mint(key, { iss: ISSUER, aud, sub: 'u', scope: 'mcp:read' });
 import { startJwksServer, startUpstream } from '../lib/servers.mjs';
 import { freePort, parseChallenge, sleep } from '../lib/proc.mjs';
 import { send } from '../lib/http.mjs';
@@ -77,6 +79,38 @@ describe('workerd: MCP rules read the body', () => {
     const res = await post({ scope: 'mcp:read mcp:admin' }, rpc('tools/call', { name: 'x', arguments: { pad: 'x'.repeat(4096) } }));
     assert.equal(res.status, 413);
     assert.equal(upstream.seen.length, 0);
+  });
+
+  it('Mcp-Method / Mcp-Name headers that disagree with the body: 400, nothing forwarded', async () => {
+    upstream.clear();
+    const t = await tokenFor(keys.es, port, { scope: 'mcp:read mcp:admin' });
+    for (const h of [['mcp-method', 'tools/list'], ['mcp-name', 'harmless']]) {
+      const res = await send(`http://127.0.0.1:${port}/mcp`, {
+        method: 'POST',
+        headers: [...bearer(t), ['content-type', 'application/json'], h],
+        body: rpc('tools/call', { name: 'delete_everything' }),
+      });
+      assert.equal(res.status, 400, h.join(': '));
+    }
+    const agree = await send(`http://127.0.0.1:${port}/mcp`, {
+      method: 'POST',
+      headers: [...bearer(t), ['content-type', 'application/json'], ['mcp-method', 'tools/call'], ['mcp-name', 'delete_everything']],
+      body: rpc('tools/call', { name: 'delete_everything' }),
+    });
+    assert.equal(agree.status, 200, agree.body);
+    assert.equal(upstream.seen.length, 1);
+  });
+
+  it('a batch with one forbidden entry: 403 for the whole batch', async () => {
+    upstream.clear();
+    const batch = `[${rpc('tools/list')},${rpc('tools/call', { name: 'delete_everything' })}]`;
+    const res = await post({}, batch);
+    assert.equal(res.status, 403);
+    assert.equal(parseChallenge(res.headers['www-authenticate']).params.scope, 'mcp:read mcp:admin');
+    assert.equal(upstream.seen.length, 0);
+    const ok = await post({ scope: 'mcp:read mcp:admin' }, batch);
+    assert.equal(ok.status, 200, ok.body);
+    assert.equal(upstream.last().body, batch);
   });
 
   it('a body that is not JSON-RPC: 400', async () => {
@@ -197,5 +231,41 @@ describe('workerd: opaque tokens (RFC 7662 introspection)', () => {
     assert.ok(logEvents(host.log).some((e) => e.event === 'request'));
     assert.ok(!/good-[a-z0-9]+|revoked-token/.test(log), 'tokens are never logged');
     assert.ok(!log.includes('s3cret') && !log.includes(Buffer.from('gateway:s3cret').toString('base64')), 'client secret never logged');
+  });
+});
+
+describe('workerd: two MCP servers behind one Worker', () => {
+  let key; let jwksServer; let upstream; let host; let port;
+  before(async () => {
+    key = await makeKey('ES256', 'two-es');
+    jwksServer = await startJwksServer(jwks(key));
+    upstream = await startUpstream();
+    port = await freePort();
+    const issuers = [{ issuer: ISSUER, remote_jwks: { http_uri: { uri: jwksServer.url }, refetch_cooldown_seconds: 1 } }];
+    const config = {
+      resources: ['a', 'b'].map((n) => ({ resource: `http://localhost:${port}/${n}/mcp`, authorization_servers: [ISSUER], issuers })),
+    };
+    host = await startWorkerdWith({ port, config, upstreamPort: upstream.port });
+  });
+  after(async () => {
+    await host?.stop();
+    await jwksServer?.stop();
+    await upstream?.stop();
+  });
+
+  it('each has its own metadata, and a token for one is refused by the other', async () => {
+    for (const n of ['a', 'b']) {
+      const prm = await send(`http://127.0.0.1:${port}/.well-known/oauth-protected-resource/${n}/mcp`);
+      assert.equal(prm.status, 200);
+      assert.equal(prm.json().resource, `http://localhost:${port}/${n}/mcp`);
+    }
+    const forA = await mintFor(key, `http://localhost:${port}/a/mcp`);
+    const call = (n, t) => send(`http://127.0.0.1:${port}/${n}/mcp`, { method: 'POST', headers: bearer(t), body: rpc('tools/list') });
+    assert.equal((await call('a', forA)).status, 200);
+    const refused = await call('b', forA);
+    assert.equal(refused.status, 401);
+    const ch = parseChallenge(refused.headers['www-authenticate']);
+    assert.equal(ch.params.error, 'invalid_token');
+    assert.equal(ch.params.resource_metadata, `http://localhost:${port}/.well-known/oauth-protected-resource/b/mcp`);
   });
 });
