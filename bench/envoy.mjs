@@ -37,7 +37,7 @@ import { execFileSync } from 'node:child_process';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
-import { ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+import { makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp_edge_auth_envoy.wasm');
@@ -214,21 +214,7 @@ async function main() {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
   const dir = tempDir('mea-bench-envoy-');
-  const keys = {};
-  for (const alg of ALGS) keys[alg] = await makeKey(alg, `bench-${alg.toLowerCase()}`);
-  const jwks = jwksOf(...Object.values(keys));
-  const exp = nowSeconds() + 6 * 3600;
-  const tokens = {};
-  const files = {};
-  for (const alg of ALGS) {
-    tokens[alg] = [];
-    for (let i = 0; i < N_TOKENS; i += 1) {
-      tokens[alg].push(await mint(keys[alg], { iss: ISSUER, aud: RESOURCE, sub: `client-${i}`, client_id: `mcp-client-${i}`, scope: 'mcp:read mcp:write', exp }));
-    }
-    files[alg] = join(dir, `${alg}.txt`);
-    writeFileSync(files[alg], `${tokens[alg].join('\n')}\n`);
-  }
-  files.any = files.RS256 ?? files[ALGS[0]];
+  const { keys, jwks, tokens, files } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
   const tokenBytes = Object.fromEntries(ALGS.map((a) => [a, tokens[a][0].length]));
   log(`tokens: ${N_TOKENS} per algorithm, sizes ${JSON.stringify(tokenBytes)} bytes`);
 

@@ -5,6 +5,8 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { makeKey, jwks as jwksOf, mint, nowSeconds } from '../tests/lib/tokens.mjs';
+
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const OUT = process.env.BENCH_OUT ?? join(ROOT, '.build', 'bench');
 export const WRK = process.env.WRK ?? 'wrk';
@@ -143,6 +145,29 @@ export function commit() {
 /** The machine's load average (1, 5, 15 min), to record how busy the shared machine was. */
 export function loadAvg() {
   return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).map(Number);
+}
+
+/**
+ * Keys and tokens for a benchmark: per algorithm, one key and `n` distinct valid tokens (the
+ * reuse workload draws from them), written one per line to `<dir>/<alg>.txt` for wrk.
+ * Returns { keys, jwks, tokens, files } (files.any is the first algorithm's list).
+ */
+export async function makeTokenSets({ algs, n, issuer, resource, dir }) {
+  const keys = {};
+  for (const alg of algs) keys[alg] = await makeKey(alg, `bench-${alg.toLowerCase()}`);
+  const exp = nowSeconds() + 6 * 3600;
+  const tokens = {};
+  const files = {};
+  for (const alg of algs) {
+    tokens[alg] = [];
+    for (let i = 0; i < n; i += 1) {
+      tokens[alg].push(await mint(keys[alg], { iss: issuer, aud: resource, sub: `client-${i}`, client_id: `mcp-client-${i}`, scope: 'mcp:read mcp:write', exp }));
+    }
+    files[alg] = join(dir, `${alg}.txt`);
+    writeFileSync(files[alg], `${tokens[alg].join('\n')}\n`);
+  }
+  files.any = files.RS256 ?? files[algs[0]];
+  return { keys, jwks: jwksOf(...Object.values(keys)), tokens, files };
 }
 
 export const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);

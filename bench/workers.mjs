@@ -19,7 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
-import { ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+import { makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const WORKERD = join(ROOT, 'node_modules', '.bin', 'workerd');
 const COMPATIBILITY_DATE = '2025-09-01'; // as tests/workers/launch.mjs
@@ -123,21 +123,7 @@ ${workers.join('\n\n')}
 async function main() {
   if (!existsSync(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'))) throw new Error('no Worker wasm: run make worker-build');
   const dir = tempDir('mea-bench-workers-');
-  const keys = {};
-  for (const alg of ALGS) keys[alg] = await makeKey(alg, `bench-${alg.toLowerCase()}`);
-  const jwks = jwksOf(...Object.values(keys));
-  const exp = nowSeconds() + 6 * 3600;
-  const tokens = {};
-  const files = {};
-  for (const alg of ALGS) {
-    tokens[alg] = [];
-    for (let i = 0; i < N_TOKENS; i += 1) {
-      tokens[alg].push(await mint(keys[alg], { iss: ISSUER, aud: RESOURCE, sub: `client-${i}`, client_id: `mcp-client-${i}`, scope: 'mcp:read mcp:write', exp }));
-    }
-    files[alg] = join(dir, `${alg}.txt`);
-    writeFileSync(files[alg], `${tokens[alg].join('\n')}\n`);
-  }
-  files.any = files[ALGS[0]];
+  const { keys, jwks, tokens, files } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
 
   const ports = {};
   for (const v of VARIANTS) ports[v] = await freePort();
