@@ -37,7 +37,7 @@ import { execFileSync } from 'node:child_process';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
-import { makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp_edge_auth_envoy.wasm');
@@ -103,17 +103,7 @@ export function wasmFilter({ vmId, file, configuration }) {
 }
 
 function ours(jwks, cached) {
-  const config = {
-    resources: [{
-      resource: RESOURCE,
-      authorization_servers: [ISSUER],
-      required_scopes: ['mcp:read'],
-      issuers: [{ issuer: ISSUER, algorithms: ['RS256', 'ES256', 'EdDSA'], local_jwks: jwks }],
-      claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
-    }],
-    // Cache on: the default (4096 entries), as a user who does not set it gets.
-    ...(cached ? {} : { token_cache: { max_entries: 0 } }),
-  };
+  const config = benchConfig({ resource: RESOURCE, issuer: ISSUER, jwks, cached });
   return wasmFilter({ vmId: cached ? 'mea_cache' : 'mea_nocache', file: ENVOY_WASM, configuration: JSON.stringify(config) });
 }
 

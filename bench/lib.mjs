@@ -170,4 +170,22 @@ export async function makeTokenSets({ algs, n, issuer, resource, dir }) {
   return { keys, jwks: jwksOf(...Object.values(keys)), tokens, files };
 }
 
+/**
+ * Our filter's / Worker's config in a benchmark: one resource, inline keys for every
+ * algorithm, the sub → x-mcp-subject header; `cached` false turns the verified-token cache off
+ * (on: the default 4096 entries, as a user who does not set it gets).
+ */
+export function benchConfig({ resource, issuer, jwks, cached }) {
+  return {
+    resources: [{
+      resource,
+      authorization_servers: [issuer],
+      required_scopes: ['mcp:read'],
+      issuers: [{ issuer, algorithms: ['RS256', 'ES256', 'EdDSA'], local_jwks: jwks }],
+      claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
+    }],
+    ...(cached ? {} : { token_cache: { max_entries: 0 } }),
+  };
+}
+
 export const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);

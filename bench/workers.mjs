@@ -19,7 +19,7 @@ import { execFileSync } from 'node:child_process';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
-import { makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const WORKERD = join(ROOT, 'node_modules', '.bin', 'workerd');
 const COMPATIBILITY_DATE = '2025-09-01'; // as tests/workers/launch.mjs
@@ -68,16 +68,7 @@ function modulesOf(variant) {
 }
 
 function ourConfig(jwks, cached) {
-  return JSON.stringify({
-    resources: [{
-      resource: RESOURCE,
-      authorization_servers: [ISSUER],
-      required_scopes: ['mcp:read'],
-      issuers: [{ issuer: ISSUER, algorithms: ['RS256', 'ES256', 'EdDSA'], local_jwks: jwks }],
-      claim_to_headers: [{ header_name: 'x-mcp-subject', claim_name: 'sub' }],
-    }],
-    ...(cached ? {} : { token_cache: { max_entries: 0 } }),
-  });
+  return JSON.stringify(benchConfig({ resource: RESOURCE, issuer: ISSUER, jwks, cached }));
 }
 
 function capnpConfig({ dir, ports, jwks }) {
