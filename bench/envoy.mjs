@@ -40,7 +40,7 @@ import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/
 import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
-const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp_edge_auth_envoy.wasm');
+const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, '.build', 'envoy', 'mcp_edge_auth_envoy.wasm');
 const SECONDS = knob('BENCH_SECONDS', 2);
 const ROUNDS = knob('BENCH_ROUNDS', 5);
 const CONCURRENCY = listKnob('BENCH_CONCURRENCY', ['1', '2']).map(Number);

@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { ROOT, writeResult, log } from './lib.mjs';
 
 const FILES = [
-  { name: 'Envoy filter', path: 'target/wasm32-wasip1/release/mcp_edge_auth_envoy.wasm', target: { raw: 512 * 1024 } },
+  { name: 'Envoy filter', path: '.build/envoy/mcp_edge_auth_envoy.wasm', target: { raw: 512 * 1024 } },
   { name: 'Worker module', path: 'workers/lib/wasm/mcp_edge_auth_worker_bg.wasm', target: { gzip: 1024 * 1024 } },
   { name: 'Worker glue (wasm-bindgen)', path: 'workers/lib/wasm/mcp_edge_auth_worker.js' },
   { name: 'Worker library', path: 'workers/lib/index.js' },

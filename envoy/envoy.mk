@@ -1,18 +1,27 @@
 ## ---- Envoy / Istio (owned by the Envoy host) -----------------------------------------
-# make envoy-wasm   the filter, target/wasm32-wasip1/release/mcp_edge_auth_envoy.wasm
+# make envoy-wasm   the filter, .build/envoy/mcp_edge_auth_envoy.wasm (Cargo profile `filter`,
+#                   then wasm-opt -O3 without the name section)
 # make oci          the filter as a Wasm OCI image ("compat" layout) in .build/oci; prints
 #                   its digest. OCI_TAG=… names the tag; OCI_PUSH=registry/repo:tag also pushes
 #                   it with skopeo (OCI_PUSH_FLAGS=--dest-tls-verify=false for a plain-http
 #                   registry).
 # make test-oci     push the image to a local registry, pull it back, compare the bytes
 # make envoy-run    Envoy with envoy/envoy.yaml (see envoy/README.md)
-ENVOY_WASM := $(ROOT)/target/wasm32-wasip1/release/mcp_edge_auth_envoy.wasm
+ENVOY_CRATE_WASM := $(ROOT)/target/wasm32-wasip1/filter/mcp_edge_auth_envoy.wasm
+ENVOY_WASM := $(BUILD)/envoy/mcp_edge_auth_envoy.wasm
+# What rustc's wasm32 targets emit by default; wasm-opt must accept (and keep to) the same set.
+ENVOY_WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+                           --enable-mutable-globals --enable-reference-types --enable-multivalue
 OCI_DIR    := $(BUILD)/oci
 OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | head -1)
 
 .PHONY: envoy-wasm envoy-cc oci oci-tools test-oci envoy-run
-envoy-wasm: setup-rust envoy-cc
-	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --release
+envoy-wasm: setup-rust setup-node envoy-cc
+	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
+	@mkdir -p $(BUILD)/envoy
+	$(NODE_BIN)/wasm-opt -O3 --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
+	  $(ENVOY_CRATE_WASM) -o $(ENVOY_WASM)
+	@echo "envoy filter: $$(wc -c < $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) bytes gzipped"
 
 # The filter uses the core's `ring` provider, whose C parts need clang for wasm32-wasip1
 # (the `cc` crate picks clang for Wasm targets). A Debian package, installed when missing;

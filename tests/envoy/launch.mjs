@@ -8,7 +8,7 @@ import { ROOT, freePort, startProcess, tempDir, waitFor } from '../lib/proc.mjs'
 import { send } from '../lib/http.mjs';
 
 export const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
-export const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp_edge_auth_envoy.wasm');
+export const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, '.build', 'envoy', 'mcp_edge_auth_envoy.wasm');
 
 let baseId = 10_000 + (process.pid % 50_000);
 

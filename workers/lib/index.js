@@ -164,6 +164,14 @@ export class McpEdgeAuth {
     } catch (e) {
       throw new McpEdgeAuthConfigError(typeof e === 'string' ? e : String(e?.message ?? e));
     }
+    // A secret key for the verified-token cache's hash. A hit is always confirmed against the
+    // whole token; the key only keeps clients from aiming tokens at one slot. Workers refuse
+    // randomness at global scope: an instance built there keeps the fixed key.
+    try {
+      this.#engine.seed_cache(crypto.getRandomValues(new Uint8Array(16)));
+    } catch {
+      // The fixed key: still exact (tokens are compared), only not secret.
+    }
     this.#log = makeLogger(options.log);
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
     this.#cacheApi = options.cacheApi !== false;
@@ -255,18 +263,8 @@ export class McpEdgeAuth {
     });
   }
 
-  #decide(request, url, headerBlock, body) {
-    const out = this.#engine.decide(
-      request.method,
-      url.protocol.slice(0, -1),
-      url.host,
-      url.pathname + url.search,
-      headerBlock,
-      body.state,
-      body.bytes,
-      nowSeconds(),
-    );
-    return JSON.parse(out);
+  #decide(head, body) {
+    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, nowSeconds()));
   }
 
   /**
@@ -275,18 +273,20 @@ export class McpEdgeAuth {
    * to read it).
    */
   async #decideFully(request, url, ctx) {
-    const lines = [];
-    for (const [name, value] of request.headers) lines.push(`${name}:${value}`);
-    const headerBlock = lines.join('\n');
+    // One string for the core: method, scheme, authority, path, then `name:value` lines
+    // (Headers values hold neither CR nor LF, and a URL's parts no LF).
+    let headerBlock = '';
+    for (const [name, value] of request.headers) headerBlock += `\n${name}:${value}`;
     if (headerBlock.length > MAX_HEADER_BLOCK) {
       return { v: { kind: 'respond', status: 431, headers: [['content-type', 'application/json'], ['cache-control', 'no-store']], body: JSON.stringify({ error: 'invalid_request', error_description: 'The request headers are too large' }), reason: 'malformed' }, request };
     }
+    const head = `${request.method}\n${url.protocol.slice(0, -1)}\n${url.host}\n${url.pathname}${url.search}${headerBlock}`;
     this.#refreshInBackground(ctx);
 
     // MCP rules look at the JSON-RPC messages of a POST: read the body (bounded) first.
     let body = { state: 0, bytes: EMPTY };
     if (request.method === 'POST') {
-      const limit = this.#engine.body_limit(request.method, url.protocol.slice(0, -1), url.host, url.pathname + url.search, headerBlock);
+      const limit = this.#engine.body_limit(head);
       if (limit >= 0) {
         const read = await readUpTo(request, limit);
         body = read.tooLarge ? { state: 2, bytes: EMPTY } : { state: 1, bytes: read.bytes };
@@ -298,7 +298,7 @@ export class McpEdgeAuth {
       }
     }
 
-    let v = this.#decide(request, url, headerBlock, body);
+    let v = this.#decide(head, body);
     // Each round is one fetch, one signature check or one introspection; the core's cooldown
     // ends fetch loops, and this bound ends anything else.
     for (let round = 0; ; round += 1) {
@@ -309,9 +309,9 @@ export class McpEdgeAuth {
       }
       if (v.kind === 'fetch_keys') {
         await this.#ensureKeys(v.issuer, v.unknown_kid, ctx);
-        v = this.#decide(request, url, headerBlock, body);
+        v = this.#decide(head, body);
       } else if (v.kind === 'verify') {
-        v = (await this.#verify(v)) ?? this.#decide(request, url, headerBlock, body);
+        v = (await this.#verify(v)) ?? this.#decide(head, body);
       } else if (v.kind === 'introspect') {
         v = await this.#introspect(v);
       } else {

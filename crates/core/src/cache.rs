@@ -1,30 +1,40 @@
 //! The verified-token cache.
 //!
 //! MCP clients reuse one access token for many requests, and a signature check costs far more
-//! than everything else a request needs, so a verified token is remembered, keyed by the
-//! SHA-256 of the token (the token itself is never stored). An entry holds only what was
-//! checked once and for all (signature, issuer, audience, `typ`, `nbf`); what depends on the
-//! request or the time is checked on every hit: expiry, the required scopes, and that the
-//! issuer's keys are still the ones that verified it (a key rotation voids entries).
+//! than everything else a request needs, so a verified token is remembered. An entry holds
+//! only what was checked once and for all (signature, issuer, audience, `typ`, `nbf`); what
+//! depends on the request or the time is checked on every hit: expiry, the required scopes,
+//! and that the issuer's keys are still the ones that verified it (a key rotation voids
+//! entries).
+//!
+//! Entries are found by a keyed SipHash-2-4 of the token and confirmed by comparing the whole
+//! token, in time independent of where it differs. So no hash collision, crafted or not, can
+//! ever make one token pass as another: a collision only costs a verification. (SHA-256 as
+//! the key did the same job at several times the cost: it was over half of a cache hit's
+//! time in Wasm.) The price is memory: an entry keeps its token, so a full cache holds at
+//! most `max_entries` tokens of at most `max_token_bytes` each. Hosts with randomness set a
+//! secret hash key ([`TokenCache::with_hash_key`]), so that no client can aim tokens at one
+//! map slot; without one, crafted collisions could at worst make tokens evict each other.
 //!
 //! Bounded: when full, expired entries go first, then the oldest. Hosts own the cache (one
 //! per Envoy worker VM, one per Worker isolate) and hand it to [`crate::Gateway::decide`].
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-
-use sha2::{Digest, Sha256};
+use core::hash::Hasher;
 
 use crate::http::Identity;
 use crate::keys::IssuerId;
 
-/// The cache key: SHA-256 of the compact token.
-pub type TokenHash = [u8; 32];
+/// The map key: the token's keyed SipHash-2-4.
+pub type TokenHash = u64;
 
-/// Hashes a token for the cache.
-pub fn token_hash(token: &str) -> TokenHash {
-    Sha256::digest(token.as_bytes()).into()
+/// Whether two tokens are equal, taking the same time wherever they differ (the length is
+/// not secret: it is visible on the wire).
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What a verified token established.
@@ -43,12 +53,15 @@ pub struct VerifiedToken {
     pub identity: Identity,
     /// Headers derived from claims (`claim_to_headers`).
     pub claim_headers: Vec<(String, String)>,
+    /// The token itself: a hit must be this very token, not only share its hash.
+    pub token: Box<str>,
 }
 
 /// A bounded, expiry-aware map from token hash to [`VerifiedToken`].
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     max_entries: usize,
+    hash_key: (u64, u64),
     map: BTreeMap<TokenHash, VerifiedToken>,
     order: VecDeque<TokenHash>,
     hits: u64,
@@ -56,10 +69,18 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// A cache holding at most `max_entries` tokens (0 disables caching).
+    /// A cache holding at most `max_entries` tokens (0 disables caching), with a fixed hash
+    /// key. Hosts that have randomness should prefer [`TokenCache::with_hash_key`].
     pub fn new(max_entries: usize) -> Self {
+        Self::with_hash_key(max_entries, (0x6d63_702d_6564_6765, 0x2d61_7574_682d_6b31))
+    }
+
+    /// A cache holding at most `max_entries` tokens, hashing with a secret `key` (two random
+    /// 64-bit words from the host, fixed for the cache's life).
+    pub fn with_hash_key(max_entries: usize, key: (u64, u64)) -> Self {
         TokenCache {
             max_entries,
+            hash_key: key,
             map: BTreeMap::new(),
             order: VecDeque::new(),
             hits: 0,
@@ -93,21 +114,33 @@ impl TokenCache {
         self.order.clear();
     }
 
-    /// A live entry for `hash`, verified for `resource` at or before `now`. Does not check
-    /// key generations; the gateway does.
+    /// The map key of `token`.
+    pub fn hash(&self, token: &str) -> TokenHash {
+        // SipHash-2-4 from `core` (deprecated only in favour of std's RandomState, which a
+        // no_std core cannot use); no dependency, and keyed.
+        #[allow(deprecated)]
+        let mut h = core::hash::SipHasher::new_with_keys(self.hash_key.0, self.hash_key.1);
+        h.write(token.as_bytes());
+        h.finish()
+    }
+
+    /// A live entry for `token` (whose [`TokenCache::hash`] is `hash`), verified for
+    /// `resource` at or before `now`. Does not check key generations; the gateway does.
     pub(crate) fn get(
         &mut self,
         hash: &TokenHash,
+        token: &str,
         resource: usize,
         now: u64,
     ) -> Option<&VerifiedToken> {
         if self.max_entries == 0 {
             return None;
         }
-        let live = self
-            .map
-            .get(hash)
-            .is_some_and(|e| e.resource == resource && now < e.expires_at);
+        let live = self.map.get(hash).is_some_and(|e| {
+            e.resource == resource
+                && now < e.expires_at
+                && same_token(e.token.as_bytes(), token.as_bytes())
+        });
         if live {
             self.hits += 1;
             self.map.get(hash)
@@ -147,5 +180,58 @@ impl TokenCache {
             let map = &self.map;
             self.order.retain(|h| map.contains_key(h));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn entry(token: &str) -> VerifiedToken {
+        VerifiedToken {
+            resource: 0,
+            issuer: IssuerId(0),
+            generation: Some(1),
+            expires_at: 1_000,
+            identity: Identity::default(),
+            claim_headers: Vec::new(),
+            token: token.into(),
+        }
+    }
+
+    #[test]
+    fn a_hit_must_be_the_same_token_not_only_the_same_hash() {
+        let mut c = TokenCache::new(8);
+        let h = c.hash("token-a");
+        c.insert(h, entry("token-a"), 10);
+        assert!(c.get(&h, "token-a", 0, 10).is_some());
+        // A token that lands on the same map key (a collision, forced here) is a miss.
+        assert!(c.get(&h, "token-b", 0, 10).is_none());
+        assert!(c.get(&h, "token-a-", 0, 10).is_none());
+        assert!(c.get(&h, "", 0, 10).is_none());
+        assert_eq!(c.stats(), (1, 3));
+    }
+
+    #[test]
+    fn the_hash_key_changes_the_hash() {
+        let a = TokenCache::with_hash_key(1, (1, 2));
+        let b = TokenCache::with_hash_key(1, (3, 4));
+        assert_ne!(a.hash("same token"), b.hash("same token"));
+        assert_eq!(a.hash("same token"), a.hash("same token"));
+    }
+
+    #[test]
+    fn expired_and_other_resource_entries_miss_and_full_caches_evict_the_oldest() {
+        let mut c = TokenCache::new(2);
+        for t in ["t1", "t2", "t3"] {
+            let h = c.hash(t);
+            c.insert(h, entry(t), 10);
+        }
+        assert_eq!(c.len(), 2);
+        assert!(c.get(&c.hash("t1"), "t1", 0, 10).is_none());
+        assert!(c.get(&c.hash("t3"), "t3", 0, 10).is_some());
+        assert!(c.get(&c.hash("t3"), "t3", 1, 10).is_none());
+        assert!(c.get(&c.hash("t3"), "t3", 0, 1_000).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! garbage costs no signature check; then keys, and the signature last. Every refusal uses a
 //! fixed description; nothing from the request is echoed into a header.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use crate::audience::{self, Audience};
 use crate::bearer::{self, Bearer};
-use crate::cache::{token_hash, TokenCache, TokenHash, VerifiedToken};
+use crate::cache::{TokenCache, TokenHash, VerifiedToken};
 use crate::challenge;
 use crate::claims::{self, ClaimError};
 use crate::config::{Config, Resource, Unmatched};
@@ -97,6 +98,8 @@ pub struct KeyFetch {
 struct Pending {
     resource: usize,
     hash: TokenHash,
+    /// The token, for its cache entry (never logged, never in a verdict).
+    token: Box<str>,
     identity: Identity,
     claim_headers: Vec<(String, String)>,
     expires_at: u64,
@@ -155,6 +158,12 @@ impl Gateway {
     /// A token cache sized as configured.
     pub fn new_cache(&self) -> TokenCache {
         TokenCache::new(self.config.token_cache_max_entries)
+    }
+
+    /// A token cache sized as configured, hashing with a secret key from the host's
+    /// randomness (see [`TokenCache::with_hash_key`]).
+    pub fn new_keyed_cache(&self, key: (u64, u64)) -> TokenCache {
+        TokenCache::with_hash_key(self.config.token_cache_max_entries, key)
     }
 
     fn host_ok(res: &Resource, authority: &str) -> bool {
@@ -335,8 +344,8 @@ impl Gateway {
             rule_scopes,
         };
 
-        let hash = token_hash(token);
-        if let Some(hit) = cache.get(&hash, ri, now) {
+        let hash = cache.hash(token);
+        if let Some(hit) = cache.get(&hash, token, ri, now) {
             let still_good = match hit.generation {
                 None => true,
                 Some(g) => g == keys.generation(hit.issuer) && keys.usable(hit.issuer, now),
@@ -376,6 +385,7 @@ impl Gateway {
                     pending: Pending {
                         resource: ri,
                         hash,
+                        token: token.into(),
                         identity: Identity::default(),
                         claim_headers: Vec::new(),
                         expires_at: 0,
@@ -503,6 +513,7 @@ impl Gateway {
         let pending = Pending {
             resource: ri,
             hash,
+            token: token.into(),
             identity,
             claim_headers,
             expires_at: exp.saturating_add(issuer.clock_skew),
@@ -675,6 +686,7 @@ impl Gateway {
                 expires_at: exp.min(now.saturating_add(max)),
                 identity: identity.clone(),
                 claim_headers: claim_headers.clone(),
+                token: p.token,
             },
             now,
         );
@@ -712,6 +724,7 @@ impl Gateway {
                     expires_at: p.expires_at,
                     identity: p.identity.clone(),
                     claim_headers: p.claim_headers.clone(),
+                    token: p.token,
                 },
                 now,
             );

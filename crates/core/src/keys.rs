@@ -12,10 +12,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use sha2::{Digest, Sha256};
-
 use crate::config::{Config, ConfigError, KeySource};
-use crate::crypto::{AlgSet, CryptoProvider, PublicKey, SignatureVerifier};
+use crate::crypto::{AlgSet, CryptoProvider, SignatureVerifier};
 use crate::jwks::{self, Jwk, Skipped};
 
 /// Identifies one configured issuer (an index into [`Config::issuers`]).
@@ -41,7 +39,6 @@ struct IssuerKeys {
     algorithms: AlgSet,
     remote: Option<RemotePolicy>,
     keys: Vec<StoredKey>,
-    fingerprint: [u8; 32],
     loaded_at: Option<u64>,
     refresh_at: u64,
     last_attempt: Option<u64>,
@@ -158,7 +155,6 @@ impl KeyStore {
                 algorithms: iss.algorithms,
                 remote,
                 keys: Vec::new(),
-                fingerprint: [0; 32],
                 loaded_at: None,
                 refresh_at: 0,
                 last_attempt: None,
@@ -190,11 +186,9 @@ impl KeyStore {
         let (parsed, mut skipped) =
             jwks::parse(body, slot.algorithms).map_err(|_| InstallError::NotAJwks)?;
         let mut keys = Vec::with_capacity(parsed.len());
-        let mut hasher = Sha256::new();
         for (index, jwk) in parsed.into_iter().enumerate() {
             match provider.verifier(&jwk.key, jwk.alg) {
                 Ok(verifier) => {
-                    fingerprint(&mut hasher, &jwk);
                     keys.push(StoredKey { jwk, verifier });
                 }
                 Err(_) => skipped.push(Skipped {
@@ -207,12 +201,14 @@ impl KeyStore {
         if keys.is_empty() {
             return Err(InstallError::NoUsableKeys(skipped));
         }
-        let fp: [u8; 32] = hasher.finalize().into();
-        let changed = fp != slot.fingerprint || slot.loaded_at.is_none();
+        // The same keys (kid, algorithm, material, in order) keep the generation, and so the
+        // cached tokens they verified; any difference starts a new one.
+        let same = slot.keys.len() == keys.len()
+            && slot.keys.iter().zip(&keys).all(|(a, b)| a.jwk == b.jwk);
+        let changed = !same || slot.loaded_at.is_none();
         if changed {
             slot.generation = slot.generation.wrapping_add(1);
         }
-        slot.fingerprint = fp;
         slot.keys = keys;
         slot.loaded_at = Some(now);
         slot.refresh_at = match slot.remote {
@@ -316,22 +312,6 @@ impl KeyStore {
                 retry_after: p.retry_after,
             }
         }
-    }
-}
-
-fn fingerprint(h: &mut Sha256, jwk: &Jwk) {
-    let kid = jwk.kid.as_deref().unwrap_or("");
-    h.update((kid.len() as u64).to_be_bytes());
-    h.update(kid.as_bytes());
-    h.update(jwk.alg.name().as_bytes());
-    let parts: [&[u8]; 2] = match &jwk.key {
-        PublicKey::Rsa { n, e } => [n, e],
-        PublicKey::Ec { x, y, .. } => [x, y],
-        PublicKey::Ed25519 { x } => [x, &[]],
-    };
-    for p in parts {
-        h.update((p.len() as u64).to_be_bytes());
-        h.update(p);
     }
 }
 

@@ -310,7 +310,7 @@ impl Filter {
         let remotes = remotes(&config)?;
         let keys = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
         let gateway = Gateway::new(config);
-        let cache = gateway.new_cache();
+        let cache = gateway.new_keyed_cache(host::random_key());
         for r in &remotes {
             shared::host::init(&r.keys);
         }

@@ -19,6 +19,14 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// A secret key for the verified-token cache's hash, from the host's randomness (WASI
+/// `random_get`, which std's `RandomState` draws on; Envoy implements it).
+pub(crate) fn random_key() -> (u64, u64) {
+    use std::hash::BuildHasher;
+    let s = std::collections::hash_map::RandomState::new();
+    (s.hash_one(0x6b30_u64), s.hash_one(0x6b31_u64))
+}
+
 /// Envoy's current level for the `wasm` log component, refreshed on every tick so that a
 /// level changed through the admin API takes effect without a restart.
 static LEVEL: AtomicU32 = AtomicU32::new(LogLevel::Info as u32);

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use serde::Serialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
@@ -74,37 +75,78 @@ fn pairs<K: AsRef<str>, V: AsRef<str>>(items: &[(K, V)]) -> Value {
     )
 }
 
-fn identity_json(id: &Identity) -> Value {
-    json!({
-        "issuer": id.issuer,
-        "subject": id.subject,
-        "client_id": id.client_id,
-        "scopes": id.scopes,
-        "expires_at": id.expires_at,
+/// The identity of a forward verdict.
+#[derive(Serialize)]
+struct IdentityOut<'a> {
+    issuer: &'a str,
+    subject: &'a Option<String>,
+    client_id: &'a Option<String>,
+    scopes: &'a [String],
+    expires_at: u64,
+}
+
+impl<'a> From<&'a Identity> for IdentityOut<'a> {
+    fn from(id: &'a Identity) -> Self {
+        IdentityOut {
+            issuer: &id.issuer,
+            subject: &id.subject,
+            client_id: &id.client_id,
+            scopes: &id.scopes,
+            expires_at: id.expires_at,
+        }
+    }
+}
+
+/// A `respond` verdict, serialised straight from the core's [`Response`] (no `Value` tree:
+/// this runs on every refused request).
+#[derive(Serialize)]
+struct RespondOut<'a> {
+    kind: &'static str,
+    status: u16,
+    headers: &'a [(&'static str, String)],
+    body: &'a str,
+    reason: &'static str,
+}
+
+/// A `forward` verdict, serialised straight from the core's [`Forward`] (this runs on every
+/// allowed request, cache hits included).
+#[derive(Serialize)]
+struct ForwardOut<'a> {
+    kind: &'static str,
+    remove_headers: &'a [String],
+    add_headers: &'a [(String, String)],
+    new_path: &'a Option<String>,
+    response_headers: &'a [(&'static str, String)],
+    identity: Option<IdentityOut<'a>>,
+    reason: &'static str,
+    cache_hit: bool,
+}
+
+fn respond_json(r: &Response) -> String {
+    serialize(&RespondOut {
+        kind: "respond",
+        status: r.status,
+        headers: &r.headers,
+        body: &r.body,
+        reason: r.reason.as_str(),
     })
 }
 
-fn respond_json(r: &Response) -> Value {
-    json!({
-        "kind": "respond",
-        "status": r.status,
-        "headers": pairs(&r.headers),
-        "body": r.body,
-        "reason": r.reason.as_str(),
+fn forward_json(f: &Forward) -> String {
+    serialize(&ForwardOut {
+        kind: "forward",
+        remove_headers: &f.remove_headers,
+        add_headers: &f.add_headers,
+        new_path: &f.new_path,
+        response_headers: &f.response_headers,
+        identity: f.identity.as_ref().map(IdentityOut::from),
+        reason: f.reason.as_str(),
+        cache_hit: f.cache_hit,
     })
 }
 
-fn forward_json(f: &Forward) -> Value {
-    json!({
-        "kind": "forward",
-        "remove_headers": f.remove_headers,
-        "add_headers": pairs(&f.add_headers),
-        "new_path": f.new_path,
-        "response_headers": pairs(&f.response_headers),
-        "identity": f.identity.as_ref().map(identity_json),
-        "reason": f.reason.as_str(),
-        "cache_hit": f.cache_hit,
-    })
+fn serialize<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| String::from(r#"{"kind":"error"}"#))
 }
 
 fn with_job(mut v: Value, id: u32) -> Value {
@@ -129,6 +171,17 @@ fn parse_headers(block: &str) -> Vec<(&str, &str)> {
         .map(|(n, v)| (n.trim(), v.trim_matches([' ', '\t', '\r'])))
         .filter(|(n, _)| !n.is_empty())
         .collect()
+}
+
+/// The request line parts and the header block of a `head` string (see [`Engine::decide`]).
+/// `None` when it has fewer than four lines (the JavaScript side always sends them).
+fn split_head(head: &str) -> Option<(&str, &str, &str, &str, &str)> {
+    let mut parts = head.splitn(5, '\n');
+    let method = parts.next()?;
+    let scheme = parts.next()?;
+    let authority = parts.next()?;
+    let path = parts.next()?;
+    Some((method, scheme, authority, path, parts.next().unwrap_or("")))
 }
 
 /// A public key as a JWK that WebCrypto's `importKey("jwk", …)` accepts.
@@ -286,7 +339,7 @@ impl Host {
         match verdict {
             Verdict::Respond(_) | Verdict::Forward(_) => self.verdict_json(verdict),
             Verdict::FetchKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {
-                to_json(&respond_json(&self.gateway.keys_unavailable(issuer)))
+                respond_json(&self.gateway.keys_unavailable(issuer))
             }
         }
     }
@@ -421,9 +474,22 @@ impl Host {
 
     /// The 503 for an issuer whose keys cannot be had, as a `respond` verdict.
     pub fn keys_unavailable(&self, issuer: u32) -> String {
-        to_json(&respond_json(
-            &self.gateway.keys_unavailable(IssuerId(issuer as usize)),
-        ))
+        respond_json(&self.gateway.keys_unavailable(IssuerId(issuer as usize)))
+    }
+
+    /// Gives the verified-token cache a secret hash key from 16 random bytes (the
+    /// JavaScript side draws them with `crypto.getRandomValues`). Only before the first
+    /// request: a cache already holding tokens keeps its key. False when not taken.
+    pub fn seed_cache(&mut self, seed: &[u8]) -> bool {
+        let (Some(a), Some(b)) = (seed.get(..8), seed.get(8..16)) else {
+            return false;
+        };
+        if !self.cache.is_empty() {
+            return false;
+        }
+        let word = |w: &[u8]| w.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
+        self.cache = self.gateway.new_keyed_cache((word(a), word(b)));
+        true
     }
 
     /// `{"entries":…,"capacity":…,"hits":…,"misses":…,"pending_jobs":…}`.
@@ -440,8 +506,8 @@ impl Host {
 
     fn verdict_json(&mut self, verdict: Verdict) -> String {
         let v = match verdict {
-            Verdict::Respond(r) => respond_json(&r),
-            Verdict::Forward(f) => forward_json(&f),
+            Verdict::Respond(r) => return respond_json(&r),
+            Verdict::Forward(f) => return forward_json(&f),
             Verdict::FetchKeys(k) => json!({
                 "kind": "fetch_keys",
                 "issuer": k.issuer.0,
@@ -501,44 +567,22 @@ impl Engine {
     }
 
     /// How many body bytes to read before `decide`, or -1 when the body does not matter.
-    pub fn body_limit(
-        &self,
-        method: &str,
-        scheme: &str,
-        authority: &str,
-        path: &str,
-        headers: &str,
-    ) -> f64 {
-        self.host
-            .body_limit(method, scheme, authority, path, headers)
+    /// `head` as for [`Engine::decide`].
+    pub fn body_limit(&self, head: &str) -> f64 {
+        split_head(head)
+            .and_then(|(m, s, a, p, h)| self.host.body_limit(m, s, a, p, h))
             .map_or(-1.0, |n| n as f64)
     }
 
-    /// Decides a request. `headers` is `name:value` lines joined with `\n`; `body_state` is
-    /// 0 (not read), 1 (`body` is the whole body) or 2 (too large); `now` is seconds since
-    /// the Unix epoch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide(
-        &mut self,
-        method: &str,
-        scheme: &str,
-        authority: &str,
-        path: &str,
-        headers: &str,
-        body_state: u8,
-        body: &[u8],
-        now: f64,
-    ) -> String {
-        self.host.decide(
-            method,
-            scheme,
-            authority,
-            path,
-            headers,
-            body_state,
-            body,
-            secs(now),
-        )
+    /// Decides a request. `head` is the method, scheme, authority and path (with query),
+    /// then the headers as `name:value` lines, all joined with `\n` (one string: each string
+    /// crossing into Wasm costs an allocation and a copy); `body_state` is 0 (not read), 1
+    /// (`body` is the whole body) or 2 (too large); `now` is seconds since the Unix epoch.
+    pub fn decide(&mut self, head: &str, body_state: u8, body: &[u8], now: f64) -> String {
+        // A head without its four lines (never sent by our JavaScript) is decided as an
+        // empty request: the core refuses it.
+        let (m, s, a, p, h) = split_head(head).unwrap_or_default();
+        self.host.decide(m, s, a, p, h, body_state, body, secs(now))
     }
 
     /// Completes a `verify` verdict.
@@ -634,6 +678,12 @@ impl Engine {
     /// Cache statistics (JSON).
     pub fn stats(&self) -> String {
         self.host.stats()
+    }
+
+    /// Gives the verified-token cache a secret hash key (16 random bytes); see
+    /// [`Host::seed_cache`].
+    pub fn seed_cache(&mut self, seed: &[u8]) -> bool {
+        self.host.seed_cache(seed)
     }
 }
 

@@ -8,6 +8,7 @@
 //! once (the metadata document, the metadata URL, normalised audiences, header names) is
 //! computed here, not per request.
 
+mod path;
 mod raw;
 
 use alloc::borrow::ToOwned;
@@ -212,10 +213,9 @@ impl Config {
     /// Parses and validates a JSON configuration.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let raw: raw::RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            ConfigError::new(path, strip_position(&e.into_inner().to_string()))
+        let raw: raw::RawConfig = serde::Deserialize::deserialize(&mut de).map_err(|e| {
+            let path = path::at(json, e.line(), e.column());
+            ConfigError::new(path, strip_position(&e.to_string()))
         })?;
         de.end()
             .map_err(|_| ConfigError::new("", "trailing characters after the JSON document"))?;
