@@ -60,7 +60,7 @@ clippy: setup-rust
 	$(CARGO) clippy -p mcp-edge-auth-worker --target wasm32-unknown-unknown -- -D warnings
 
 test-rust:
-	$(CARGO) test -p mcp-edge-auth-core -p mcp-edge-auth-worker -p mcp-edge-auth-cli
+	$(CARGO) test -p mcp-edge-auth-core -p mcp-edge-auth-worker -p mcp-edge-auth-cli -p mcp-edge-auth-p256
 
 # The core's protocol logic must build without std for both Wasm targets.
 nostd: setup-rust
@@ -69,6 +69,7 @@ nostd: setup-rust
 	$(CARGO) build -p mcp-edge-auth-core --target wasm32-wasip1
 
 include envoy/envoy.mk
+include envoy/module/module.mk
 include workers/workers.mk
 include demo/demo.mk
 include bench/bench.mk

@@ -65,12 +65,12 @@ bench-workers: bench-tools worker-build
 	node bench/workers.mjs
 	$(BENCH_REPORT)
 
-bench-envoy: bench-tools envoy-wasm
+bench-envoy: bench-tools envoy-wasm envoy-module
 	node bench/envoy.mjs
 	$(BENCH_REPORT)
 
 # Everything, from fresh results: builds first, then the measurements (shortest first).
-bench: bench-tools envoy-wasm worker-build bench-build-micro
+bench: bench-tools envoy-wasm envoy-module worker-build bench-build-micro
 	@rm -f $(BENCH_OUT)/*.json
 	node bench/size.mjs
 	node bench/micro.mjs
@@ -83,7 +83,7 @@ bench: bench-tools envoy-wasm worker-build bench-build-micro
 # hottest functions in Wasm. Adds a section to BENCHMARKS.md. BENCH_PROFILE_SECONDS (3),
 # BENCH_PROFILE_ROUNDS (3).
 .PHONY: bench-profile
-bench-profile: bench-build-micro envoy-wasm
+bench-profile: bench-build-micro envoy-wasm envoy-module
 	@command -v perf >/dev/null || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
 	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \

@@ -7,6 +7,9 @@
 //   jwt_cache     jwt_authn with jwt_cache_config { jwt_cache_size: 4096 }
 //   ours_nocache  the mcp-edge-auth filter (Wasm, V8), token_cache.max_entries 0
 //   ours_cache    the mcp-edge-auth filter with its default token cache (4096 entries)
+//   native_nocache / native_cache
+//                 the same core as a native Envoy dynamic module (crates/envoy-module,
+//                 `make envoy-module`), cache off / default cache
 //
 // Both filters get the same inline JWKS (RS256, ES256 and EdDSA keys), the same issuer and
 // audience, strip the token and put `sub` in x-mcp-subject. (Ours also checks `typ` and the
@@ -37,6 +40,7 @@ import { execFileSync } from 'node:child_process';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
+import { moduleFilter, ENVOY_MODULE } from '../tests/envoy-module/launch.mjs';
 import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
@@ -53,7 +57,7 @@ const JWT_CACHE_SIZE = 4096; // = our default token_cache.max_entries
 
 const ISSUER = 'https://auth.bench.example';
 const RESOURCE = 'https://mcp.bench.example/mcp';
-export const VARIANTS = ['nofilter', 'jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache'];
+export const VARIANTS = ['nofilter', 'jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache', 'native_nocache', 'native_cache'];
 
 const cpusFor = (c) => ({
   envoy: process.env[`BENCH_CPUS_ENVOY_${c}`] ?? (c === 1 ? '0' : '0,1'),
@@ -107,6 +111,10 @@ function ours(jwks, cached) {
   return wasmFilter({ vmId: cached ? 'mea_cache' : 'mea_nocache', file: ENVOY_WASM, configuration: JSON.stringify(config) });
 }
 
+function native(jwks, cached) {
+  return moduleFilter(JSON.stringify(benchConfig({ resource: RESOURCE, issuer: ISSUER, jwks, cached })));
+}
+
 function listener(name, port, filters) {
   return {
     name,
@@ -136,6 +144,8 @@ export function benchBootstrap({ ports, adminPort, jwks, extra = {} }) {
     jwt_cache: [jwtAuthn(jwksJson, true)],
     ours_nocache: [ours(jwks, false)],
     ours_cache: [ours(jwks, true)],
+    native_nocache: [native(jwks, false)],
+    native_cache: [native(jwks, true)],
   };
   return {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } },
@@ -184,7 +194,7 @@ async function statsOf(adminUrl) {
   const out = {};
   for (const line of r.body.split('\n')) {
     const m = /^(\S+): (\d+)$/.exec(line.trim());
-    if (m && /jwt_authn|mcp_edge_auth|wasm/.test(m[1]) && Number(m[2]) > 0) out[m[1]] = Number(m[2]);
+    if (m && /jwt_authn|mcp_edge_auth|wasm|dynamic_module/.test(m[1]) && Number(m[2]) > 0) out[m[1]] = Number(m[2]);
   }
   return out;
 }
@@ -203,6 +213,7 @@ const cellId = (c) => `${c.variant}/${c.alg}/${c.workload}`;
 async function main() {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
+  if (!existsSync(ENVOY_MODULE)) throw new Error(`no module at ${ENVOY_MODULE}: run make envoy-module`);
   const dir = tempDir('mea-bench-envoy-');
   const { keys, jwks, tokens, files } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
   const tokenBytes = Object.fromEntries(ALGS.map((a) => [a, tokens[a][0].length]));
@@ -213,6 +224,7 @@ async function main() {
     envoy_version: execFileSync(ENVOY, ['--version']).toString().trim().split('\n').pop().trim(),
     wrk_version: execFileSync('sh', ['-c', `${process.env.WRK ?? 'wrk'} --version 2>&1 | head -1 || true`]).toString().trim(),
     filter_wasm: ENVOY_WASM,
+    filter_module: ENVOY_MODULE,
     settings: { seconds: SECONDS, rounds: ROUNDS, algs: ALGS, tokens: N_TOKENS, connections_per_worker: PER_WORKER, latency_seconds: LATENCY_SECONDS, warmup_seconds: WARMUP_SECONDS, jwt_cache_size: JWT_CACHE_SIZE, token_bytes: tokenBytes },
     commit: commit(),
     load_before: loadAvg(),
@@ -252,7 +264,7 @@ async function main() {
       if (c === 1 && LATENCY_SECONDS > 0) {
         // Latency without queueing: one connection, one request in flight.
         out.latency = { threads: 1, connections: 1, cells: {} };
-        const lat = cells().filter((x) => x.workload === 'one' && ['nofilter', 'jwt_cache', 'ours_cache'].includes(x.variant));
+        const lat = cells().filter((x) => x.workload === 'one' && ['nofilter', 'jwt_cache', 'ours_cache', 'native_cache'].includes(x.variant));
         for (let r = 0; r < ROUNDS; r += 1) {
           for (const cell of shuffled(lat, 5000 + r)) {
             const res = await run(cell, { threads: 1, connections: 1, seconds: LATENCY_SECONDS });

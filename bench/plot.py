@@ -66,6 +66,12 @@ def main():
             ("cache off: ours ÷ jwt_authn", "#ff7f0e", [r["vs_jwt"]["nocache"] for r in rows]),
         ]
         targets = [[1.0 for _ in rows], [UNCACHED_TARGET.get(r["alg"]) for r in rows]]
+        if any(r["vs_jwt"].get("native_cache") for r in rows):
+            vs_jwt += [
+                ("cache on: native module ÷ jwt_authn", "#2ca02c", [r["vs_jwt"].get("native_cache") for r in rows]),
+                ("cache off: native module ÷ jwt_authn", "#98df8a", [r["vs_jwt"].get("native_nocache") for r in rows]),
+            ]
+            targets += [[1.0 for _ in rows], [UNCACHED_TARGET.get(r["alg"]) for r in rows]]
         bars(axes[row][0], groups, vs_jwt, f"--concurrency {c}: req/s relative to jwt_authn (black marks: targets)", "ratio", targets)
         vs_none = [
             ("jwt_authn, cache off", "#c7c7c7", [r["vs_nofilter"]["jwt_nocache"] for r in rows]),
@@ -73,6 +79,11 @@ def main():
             ("ours, cache off", "#ffbb78", [r["vs_nofilter"]["ours_nocache"] for r in rows]),
             ("ours, cache on", "#1f77b4", [r["vs_nofilter"]["ours_cache"] for r in rows]),
         ]
+        if any(r["vs_nofilter"].get("native_cache") for r in rows):
+            vs_none += [
+                ("native module, cache off", "#98df8a", [r["vs_nofilter"].get("native_nocache") for r in rows]),
+                ("native module, cache on", "#2ca02c", [r["vs_nofilter"].get("native_cache") for r in rows]),
+            ]
         bars(axes[row][1], groups, vs_none, f"--concurrency {c}: req/s relative to no filter", "ratio")
     fig.suptitle("mcp-edge-auth Envoy filter vs jwt_authn and no filter (median of per-round ratios, min–max bars)", fontsize=10)
     fig.tight_layout()

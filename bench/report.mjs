@@ -47,11 +47,14 @@ const VARIANT_NAMES = {
   jwt_cache: 'jwt_authn, cache on',
   ours_nocache: 'mcp-edge-auth, cache off',
   ours_cache: 'mcp-edge-auth, cache on',
+  native_nocache: 'mcp-edge-auth native module, cache off',
+  native_cache: 'mcp-edge-auth native module, cache on',
   plain: 'no authorization',
   jose: 'jose Worker',
 };
 const WORKLOADS = { one: 'one token repeated', zipf: 'token reuse (1,000 tokens, Zipf)' };
-const PEER = { ours_cache: 'jwt_cache', ours_nocache: 'jwt_nocache' };
+const PEER = { ours_cache: 'jwt_cache', ours_nocache: 'jwt_nocache', native_cache: 'jwt_cache', native_nocache: 'jwt_nocache' };
+const MEASURED = ['jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache', 'native_nocache', 'native_cache'];
 
 /** Paired per-round difference a − b of a latency key: median, min, max. */
 function pairedDiff(a, b, key) {
@@ -87,16 +90,22 @@ function envoySection() {
         const r = {
           alg: a,
           workload: w,
-          vs_jwt: { cache: pairedRatio(cell('ours_cache', a, w), cell('jwt_cache', a, w)), nocache: pairedRatio(cell('ours_nocache', a, w), cell('jwt_nocache', a, w)) },
-          vs_nofilter: Object.fromEntries(['jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache'].map((v) => [v, pairedRatio(cell(v, a, w), base)])),
+          vs_jwt: {
+            cache: pairedRatio(cell('ours_cache', a, w), cell('jwt_cache', a, w)),
+            nocache: pairedRatio(cell('ours_nocache', a, w), cell('jwt_nocache', a, w)),
+            native_cache: cell('native_cache', a, w) ? pairedRatio(cell('native_cache', a, w), cell('jwt_cache', a, w)) : null,
+            native_nocache: cell('native_nocache', a, w) ? pairedRatio(cell('native_nocache', a, w), cell('jwt_nocache', a, w)) : null,
+          },
+          vs_nofilter: Object.fromEntries(MEASURED.filter((v) => cell(v, a, w)).map((v) => [v, pairedRatio(cell(v, a, w), base)])),
         };
         ratios.concurrency[c].push(r);
-        headline.push([w === 'one' ? 'one token' : 'reuse (Zipf)', c, a, ratio(r.vs_jwt.cache), ratio(r.vs_jwt.nocache), ratioPlain(r.vs_nofilter.ours_cache), ratioPlain(r.vs_nofilter.jwt_cache), ratioPlain(r.vs_nofilter.ours_nocache), ratioPlain(r.vs_nofilter.jwt_nocache)]);
+        headline.push([w === 'one' ? 'one token' : 'reuse (Zipf)', c, a, ratio(r.vs_jwt.cache), ratio(r.vs_jwt.nocache), ratio(r.vs_jwt.native_cache), ratio(r.vs_jwt.native_nocache), ratioPlain(r.vs_nofilter.ours_cache), ratioPlain(r.vs_nofilter.jwt_cache), ratioPlain(r.vs_nofilter.ours_nocache), ratioPlain(r.vs_nofilter.jwt_nocache)]);
       }
     }
   }
   out.push('### Headline: req/s of the mcp-edge-auth filter relative to jwt_authn and to no filter', '');
-  out.push(table(['workload', 'conc.', 'alg', 'ours ÷ jwt_authn, cache on', 'ours ÷ jwt_authn, cache off', 'ours on ÷ no filter', 'jwt on ÷ no filter', 'ours off ÷ no filter', 'jwt off ÷ no filter'], headline), '');
+  out.push('"ours" is the proxy-wasm filter (V8), the build Istio and any Envoy can load; "native" is the same core as an Envoy dynamic module (a `.so` built for this Envoy version, `crates/envoy-module`).', '');
+  out.push(table(['workload', 'conc.', 'alg', 'ours ÷ jwt_authn, cache on', 'ours ÷ jwt_authn, cache off', 'native ÷ jwt_authn, cache on', 'native ÷ jwt_authn, cache off', 'ours on ÷ no filter', 'jwt on ÷ no filter', 'ours off ÷ no filter', 'jwt off ÷ no filter'], headline), '');
 
   for (const [c, o] of Object.entries(envoy.concurrency)) {
     out.push(`### --concurrency ${c}`, '');
@@ -115,7 +124,7 @@ function envoySection() {
         rows.push([VARIANT_NAMES[v], a, range(s.rps), int(s.p50_us.median), int(s.p99_us.median), s.cpu_us_per_req ? f1(s.cpu_us_per_req.median) : '–', vsJwt, vsNone, bad ? `**${bad}**` : '0']);
       };
       push('nofilter', 'any');
-      for (const a of algs) for (const v of ['jwt_nocache', 'jwt_cache', 'ours_nocache', 'ours_cache']) push(v, a);
+      for (const a of algs) for (const v of MEASURED) push(v, a);
       out.push(`#### ${WORKLOADS[w]}, --concurrency ${c}`, '');
       out.push(table(['variant', 'alg', 'req/s median (min–max)', 'p50 µs', 'p99 µs', 'Envoy CPU µs/req', '× jwt_authn (same cache setting)', '× no filter', 'non-2xx / errors'], rows), '');
     }
@@ -142,26 +151,33 @@ function envoySection() {
   // Targets.
   const r = (c, a, w) => ratios.concurrency[c]?.find((x) => x.alg === a && x.workload === w);
   const concs = Object.keys(envoy.concurrency);
-  for (const w of ['zipf', 'one']) {
-    const vals = [];
-    for (const c of concs) for (const a of algs) vals.push({ c, a, v: r(c, a, w)?.vs_jwt.cache });
-    const text = vals.map((x) => `c${x.c} ${x.a} ${ratioPlain(x.v)}`).join(', ');
-    const ok = vals.every((x) => x.v && x.v.median >= 1.0);
-    targets.push([`${w === 'zipf' ? 'Token-reuse workload' : 'One repeated token'} ≥ 1.0× jwt_authn cached (every alg, both concurrencies)`, text, yes(ok)]);
-  }
-  if (lat) {
-    const base = lat.cells['nofilter/any/one'];
-    const vals = algs.map((a) => ({ a, d: lat.cells[`ours_cache/${a}/one`] ? pairedDiff(lat.cells[`ours_cache/${a}/one`].rounds, base.rounds, 'p99_us') : null }));
-    const ok = vals.every((x) => x.d && x.d.median <= 100);
-    const p50 = algs.map((a) => (lat.cells[`ours_cache/${a}/one`] ? pairedDiff(lat.cells[`ours_cache/${a}/one`].rounds, base.rounds, 'p50_us').median : NaN));
-    targets.push(['One repeated token: p99 added over no filter ≤ 100 µs (latency pass, c1, 1 connection; p99 is jitter-dominated here, p50 added shown for reference)', `p99 added: ${vals.map((x) => `${x.a} ${x.d ? int(x.d.median) : '–'} µs`).join(', ')}; p50 added: ${algs.map((a, i) => `${a} ${int(p50[i])} µs`).join(', ')}`, yes(ok)]);
-  }
-  for (const [a, want] of [['ES256', 0.4], ['EdDSA', 0.5], ['RS256', 0.2]]) {
-    if (!algs.includes(a)) continue;
-    const vals = [];
-    for (const c of concs) for (const w of ['one', 'zipf']) vals.push({ c, w, v: r(c, a, w)?.vs_jwt.nocache });
-    const ok = vals.every((x) => x.v && x.v.median >= want);
-    targets.push([`Uncached ${a} ≥ ${want}× jwt_authn uncached`, vals.map((x) => `c${x.c} ${x.w} ${ratioPlain(x.v)}`).join(', '), yes(ok)]);
+  // Each Envoy target twice: for the proxy-wasm filter (the build the targets were set for)
+  // and for the native module, when it was measured.
+  const builds = [['Wasm filter', '', 'ours_cache'], ['native module', 'native_', 'native_cache']]
+    .filter(([, , v]) => Object.values(envoy.concurrency).some((o) => Object.keys(o.cells).some((k) => k.startsWith(`${v}/`))));
+  for (const [name, key] of builds) {
+    for (const w of ['zipf', 'one']) {
+      const vals = [];
+      for (const c of concs) for (const a of algs) vals.push({ c, a, v: r(c, a, w)?.vs_jwt[`${key}cache`] });
+      const text = vals.map((x) => `c${x.c} ${x.a} ${ratioPlain(x.v)}`).join(', ');
+      const ok = vals.every((x) => x.v && x.v.median >= 1.0);
+      targets.push([`${name}: ${w === 'zipf' ? 'token-reuse workload' : 'one repeated token'} ≥ 1.0× jwt_authn cached (every alg, both concurrencies)`, text, yes(ok)]);
+    }
+    if (lat) {
+      const base = lat.cells['nofilter/any/one'];
+      const v = `${key || 'ours_'}cache`;
+      const vals = algs.map((a) => ({ a, d: lat.cells[`${v}/${a}/one`] ? pairedDiff(lat.cells[`${v}/${a}/one`].rounds, base.rounds, 'p99_us') : null }));
+      const ok = vals.every((x) => x.d && x.d.median <= 100);
+      const p50 = algs.map((a) => (lat.cells[`${v}/${a}/one`] ? pairedDiff(lat.cells[`${v}/${a}/one`].rounds, base.rounds, 'p50_us').median : NaN));
+      targets.push([`${name}: one repeated token, p99 added over no filter ≤ 100 µs (latency pass, c1, 1 connection; p99 is jitter-dominated here, p50 added shown for reference)`, `p99 added: ${vals.map((x) => `${x.a} ${x.d ? int(x.d.median) : '–'} µs`).join(', ')}; p50 added: ${algs.map((a, i) => `${a} ${int(p50[i])} µs`).join(', ')}`, yes(ok)]);
+    }
+    for (const [a, want] of [['ES256', 0.4], ['EdDSA', 0.5], ['RS256', 0.2]]) {
+      if (!algs.includes(a)) continue;
+      const vals = [];
+      for (const c of concs) for (const w of ['one', 'zipf']) vals.push({ c, w, v: r(c, a, w)?.vs_jwt[`${key}nocache`] });
+      const ok = vals.every((x) => x.v && x.v.median >= want);
+      targets.push([`${name}: uncached ${a} ≥ ${want}× jwt_authn uncached`, vals.map((x) => `c${x.c} ${x.w} ${ratioPlain(x.v)}`).join(', '), yes(ok)]);
+    }
   }
 }
 

@@ -45,7 +45,7 @@ const CLOCK_SKEW: u64 = 60;
 /// A signature provider under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
-    /// `ring`: the Envoy filter's provider.
+    /// `ring`: the Envoy filter's provider (ES256 through `mcp-edge-auth-p256`'s tables).
     Ring,
     /// `jwt-simple`: the core's default provider.
     JwtSimple,

@@ -8,6 +8,19 @@ use alloc::vec::Vec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Repeated;
 
+/// The request headers (besides the pseudo headers) that [`crate::Gateway`] reads, lowercase.
+/// A host that can fetch single headers more cheaply than all of them may hand the core only
+/// these (every value of each, in order: repeats are how duplicates are refused). The core's
+/// tests decide every case twice, with all headers and with only these, and require the same
+/// verdict.
+pub const READ_HEADERS: &[&str] = &[
+    "authorization",
+    "origin",
+    "access-control-request-method",
+    "mcp-method",
+    "mcp-name",
+];
+
 /// The parts of an incoming request the core looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {

@@ -67,5 +67,5 @@ mod json;
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, IntrospectionJob, KeyFetch, SignatureJob, Verdict};
-pub use http::{Body, Forward, Identity, Reason, Request, Response};
+pub use http::{Body, Forward, Identity, Reason, Request, Response, READ_HEADERS};
 pub use keys::{IssuerId, KeyStore};

@@ -196,7 +196,9 @@ pub enum Verification {
 }
 
 /// Verifies signatures for one key bound to one algorithm.
-pub trait SignatureVerifier {
+/// `Send + Sync`: a native host (the Envoy dynamic module) shares one key store across its
+/// worker threads; verifiers only read their key material.
+pub trait SignatureVerifier: Send + Sync {
     /// Checks one signature.
     fn verify(&self, input: &VerifyInput<'_>) -> Verification;
 }
@@ -206,7 +208,8 @@ pub trait SignatureVerifier {
 pub struct KeyRejected(pub String);
 
 /// Builds verifiers from public keys.
-pub trait CryptoProvider {
+/// `Send + Sync` for the same reason as [`SignatureVerifier`].
+pub trait CryptoProvider: Send + Sync {
     /// Prepares a verifier for `key` bound to `alg`. Called when keys are installed, never
     /// per request, so this is the place for per-key precomputation.
     fn verifier(

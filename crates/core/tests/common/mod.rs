@@ -14,7 +14,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::*;
 use mcp_edge_auth_core::crypto::default_provider;
 use mcp_edge_auth_core::{
-    Config, Forward, Gateway, KeyStore, Request, Response, TokenCache, Verdict,
+    Config, Forward, Gateway, KeyStore, Request, Response, TokenCache, Verdict, READ_HEADERS,
 };
 use serde_json::{json, Value};
 
@@ -183,8 +183,24 @@ impl World {
         headers: &[(&str, &str)],
         now: u64,
     ) -> Verdict {
+        // A host may pass only the headers the core reads (READ_HEADERS): same verdict.
+        let read: Vec<(&str, &str)> = headers
+            .iter()
+            .copied()
+            .filter(|(n, _)| READ_HEADERS.contains(&n.to_ascii_lowercase().as_str()))
+            .collect();
+        let only_read = Request::new(method, "https", "mcp.example.com", path, &read);
+        let seen = self
+            .gw
+            .decide(&only_read, now, &self.keys, &mut self.cache.clone());
         let req = Request::new(method, "https", "mcp.example.com", path, headers);
-        self.gw.decide(&req, now, &self.keys, &mut self.cache)
+        let v = self.gw.decide(&req, now, &self.keys, &mut self.cache);
+        assert_eq!(
+            format!("{seen:?}"),
+            format!("{v:?}"),
+            "a decision depends on a header outside READ_HEADERS"
+        );
+        v
     }
 
     /// A POST with a body, read as a host does: only when the gateway asks for it.
