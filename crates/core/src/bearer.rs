@@ -19,13 +19,29 @@ pub enum Bearer<'a> {
     Malformed(&'static str),
 }
 
+/// The token68 characters before the padding, as a table: this check runs over every byte
+/// of every token on every request, cache hits included (a table lookup per byte instead of
+/// range comparisons; it showed in profiles of the native module).
+// Evaluated at compile time: an index out of range would fail the build, never a request.
+#[allow(clippy::indexing_slicing)]
+const TOKEN68: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    t
+};
+
 /// RFC 7235 token68: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
 pub fn is_token68(s: &str) -> bool {
     let body = s.trim_end_matches('=');
     !body.is_empty()
-        && body.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        && body
+            .bytes()
+            .all(|b| TOKEN68.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 /// Finds the bearer token of a request.
@@ -153,5 +169,25 @@ mod tests {
             Some("/mcp")
         );
         assert_eq!(strip_query_token("/mcp?xaccess_token=1"), None);
+    }
+}
+
+#[cfg(test)]
+mod token68_tests {
+    use super::is_token68;
+
+    #[test]
+    fn the_table_is_rfc_7235_token68() {
+        for b in 0..=255u8 {
+            let allowed =
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            let s = [b'a', b];
+            let s = core::str::from_utf8(&s).unwrap_or("a\u{0}");
+            assert_eq!(is_token68(s), allowed || b == b'=', "byte {b:#04x}");
+        }
+        assert!(is_token68("abc=="));
+        assert!(!is_token68("=="));
+        assert!(!is_token68("a=b"));
+        assert!(!is_token68(""));
     }
 }

@@ -7,8 +7,8 @@
 //! and that the issuer's keys are still the ones that verified it (a key rotation voids
 //! entries).
 //!
-//! Entries are found by a keyed SipHash-2-4 of the token and confirmed by comparing the whole
-//! token, in time independent of where it differs. So no hash collision, crafted or not, can
+//! Entries are found by a keyed SipHash-2-4 of the token (of its length and both ends) and
+//! confirmed by comparing the whole token, in time independent of where it differs. So no hash collision, crafted or not, can
 //! ever make one token pass as another: a collision only costs a verification. (SHA-256 as
 //! the key did the same job at several times the cost: it was over half of a cache hit's
 //! time in Wasm.) The price is memory: an entry keeps its token, so a full cache holds at
@@ -28,13 +28,35 @@ use core::hash::Hasher;
 use crate::http::Identity;
 use crate::keys::IssuerId;
 
-/// The map key: the token's keyed SipHash-2-4.
+/// The map key: a keyed SipHash-2-4 of the token (see [`TokenCache::hash`]).
 pub type TokenHash = u64;
+
+/// Bytes from the start of a token that its map key covers.
+pub const HASH_HEAD: usize = 32;
+/// Bytes from the end of a token that its map key covers (a JWS signature is at least 64
+/// base64url characters for every algorithm we accept).
+pub const HASH_TAIL: usize = 64;
 
 /// Whether two tokens are equal, taking the same time wherever they differ (the length is
 /// not secret: it is visible on the wire).
 fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    if a.len() != b.len() {
+        return false;
+    }
+    // Eight bytes at a time (a byte-wise fold showed in profiles); a chunk that could not be
+    // read as a word (impossible) counts as a difference.
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = wa
+        .remainder()
+        .iter()
+        .zip(wb.remainder())
+        .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    let words = wa.zip(wb).fold(0u64, |acc, (x, y)| {
+        let x = <[u8; 8]>::try_from(x).map_or(0, u64::from_ne_bytes);
+        let y = <[u8; 8]>::try_from(y).map_or(u64::MAX, u64::from_ne_bytes);
+        acc | (x ^ y)
+    });
+    (tail | words) == 0
 }
 
 /// What a verified token established.
@@ -114,13 +136,24 @@ impl TokenCache {
         self.order.clear();
     }
 
-    /// The map key of `token`.
+    /// The map key of `token`: a keyed hash of its length, its first [`HASH_HEAD`] and its
+    /// last [`HASH_TAIL`] bytes.
+    ///
+    /// Not all of it: a hit is confirmed on the whole token anyway, so the hash only has to
+    /// spread tokens over the map, and a JWS ends in its signature, which differs from token
+    /// to token. Hashing the whole token was 30% of a native cache hit. Tokens that agree on
+    /// all three (never two JWTs; possibly opaque tokens built that way) only share a slot.
     pub fn hash(&self, token: &str) -> TokenHash {
+        let b = token.as_bytes();
+        let head = b.get(..HASH_HEAD).unwrap_or(b);
+        let tail = b.get(b.len().saturating_sub(HASH_TAIL)..).unwrap_or(b);
         // SipHash-2-4 from `core` (deprecated only in favour of std's RandomState, which a
         // no_std core cannot use); no dependency, and keyed.
         #[allow(deprecated)]
         let mut h = core::hash::SipHasher::new_with_keys(self.hash_key.0, self.hash_key.1);
-        h.write(token.as_bytes());
+        h.write_usize(b.len());
+        h.write(head);
+        h.write(tail);
         h.finish()
     }
 
@@ -211,6 +244,36 @@ mod tests {
         assert!(c.get(&h, "token-a-", 0, 10).is_none());
         assert!(c.get(&h, "", 0, 10).is_none());
         assert_eq!(c.stats(), (1, 3));
+    }
+
+    #[test]
+    fn same_token_compares_every_byte_of_every_length() {
+        for len in 0..40usize {
+            let a: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_token(&a, &a.clone()));
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 1;
+                assert!(!same_token(&a, &b), "len {len}, difference at {at}");
+            }
+            let mut longer = a.clone();
+            longer.push(b'x');
+            assert!(!same_token(&a, &longer));
+        }
+    }
+
+    #[test]
+    fn tokens_sharing_both_ends_share_a_slot_but_never_an_entry() {
+        let mut c = TokenCache::new(8);
+        let middle = |m: char| format!("{}{}{}", "h".repeat(40), m, "t".repeat(70));
+        let (a, b) = (middle('a'), middle('b'));
+        assert_eq!(c.hash(&a), c.hash(&b));
+        c.insert(c.hash(&a), entry(&a), 10);
+        assert!(c.get(&c.hash(&b), &b, 0, 10).is_none());
+        assert!(c.get(&c.hash(&a), &a, 0, 10).is_some());
+        // Short tokens are hashed whole; lengths differ, hashes differ.
+        assert_ne!(c.hash("abc"), c.hash("abcd"));
+        assert_ne!(c.hash(&a), c.hash(&format!("{a}x")));
     }
 
     #[test]
