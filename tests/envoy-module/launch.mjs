@@ -45,7 +45,7 @@ export function bootstrap(opts) {
  * Starts Envoy with the module. Options as tests/envoy/launch.mjs's startEnvoy: port,
  * config or configValue, jwksPort, upstreamPort, clusters, concurrency (2), waitForJwks
  * (default when jwksPort is set: until the first fetch finished, ok or not, per the log),
- * expectFailure, logFile. Resolves to { stop, adminUrl, logFile, log(), proc }.
+ * expectFailure, logFile. Resolves to { stop, adminUrl, logFile, log(), stats(), proc }.
  */
 export async function startModuleEnvoy({
   port,
@@ -74,7 +74,7 @@ export async function startModuleEnvoy({
   );
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const log = () => readFileSync(proc.log, 'utf8');
-  const envoy = { proc, adminUrl, logFile: proc.log, log, stop: () => proc.stop() };
+  const envoy = { proc, adminUrl, logFile: proc.log, log, stats: () => moduleStats(adminUrl), stop: () => proc.stop() };
   if (expectFailure) return envoy;
   try {
     await waitFor(
@@ -96,6 +96,20 @@ export async function startModuleEnvoy({
     throw e;
   }
   return envoy;
+}
+
+/**
+ * The module's counters, by the Wasm filter's names: `dynamicmodulescustom.mcp_edge_auth.X`
+ * (Envoy's prefix for dynamic-module metrics) as { X: n }.
+ */
+export async function moduleStats(adminUrl) {
+  const res = await send(`${adminUrl}/stats?filter=mcp_edge_auth`);
+  const out = {};
+  for (const line of res.body.split('\n')) {
+    const m = /^dynamicmodulescustom\.mcp_edge_auth\.(\S+): (\d+)$/.exec(line.trim());
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
 }
 
 /** The conformance driver's launcher: startHost({port, config, jwksPort, upstreamPort}). */

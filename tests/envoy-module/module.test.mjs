@@ -1,11 +1,12 @@
 // Behaviour specific to the native dynamic module, on a real Envoy with two workers:
-// configuration refused at load naming the field (including the features the module does
-// not support yet), the JWKS lifecycle on the main thread (outage, recovery, requests
-// paused until a slow fetch lands, a fetch past its timeout), logs without tokens, and
-// hostile header bytes.
+// configuration refused at load naming the field, the JWKS lifecycle on the main thread
+// (outage, recovery, requests paused until a slow fetch lands, a fetch past its timeout),
+// logs without tokens, hostile header bytes, and opaque tokens through RFC 7662
+// introspection (per-request callouts). MCP rules: mcp-rules.test.mjs.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { createServer, request } from 'node:http';
 
 import { startModuleEnvoy, validateModuleEnvoy, bootstrap } from './launch.mjs';
 import { startJwksServer, startUpstream } from '../lib/servers.mjs';
@@ -62,7 +63,7 @@ async function teardown(w, envoy) {
   await w?.upstream.stop();
 }
 
-describe('envoy-module: invalid or unsupported configuration is refused at load, naming the field', () => {
+describe('envoy-module: invalid configuration is refused at load, naming the field', () => {
   const withIssuer = (p, f) => {
     const c = config(p, 'http://127.0.0.1:9/jwks');
     f(c.resources[0], c.resources[0].issuers[0]);
@@ -73,12 +74,10 @@ describe('envoy-module: invalid or unsupported configuration is refused at load,
     ['a remote JWKS without an Envoy cluster', (p) => withIssuer(p, (_, i) => delete i.remote_jwks.http_uri.cluster), 'resources[0].issuers[0].remote_jwks.http_uri.cluster'],
     ['an empty configuration', () => '', 'filter configuration is empty'],
     ['not JSON', () => '{"resources": [', 'config:'],
-    // Not supported by the native module yet: refused, never skipped.
-    ['MCP rules (need the request body)', (p) => withIssuer(p, (r) => { r.mcp = { rules: [{ method: 'tools/call', name: 'admin_*', scopes: ['mcp:admin'] }] }; }), 'resources[0].mcp: is not supported by the native Envoy module'],
     [
-      'RFC 7662 introspection',
-      (p) => withIssuer(p, (_, i) => { i.introspection = { http_uri: { uri: 'http://127.0.0.1:9/introspect', cluster: 'jwks' }, client_id: 'gw', client_secret: 'hunter2-secret' }; }),
-      'resources[0].issuers[0].introspection: is not supported by the native Envoy module',
+      'an introspection endpoint without an Envoy cluster',
+      (p) => withIssuer(p, (_, i) => { i.introspection = { http_uri: { uri: 'http://127.0.0.1:9/introspect' }, client_id: 'gw', client_secret: 'hunter2-secret' }; }),
+      'resources[0].issuers[0].introspection.http_uri.cluster',
     ],
   ];
   for (const [name, make, field] of bad) {
@@ -106,10 +105,15 @@ describe('envoy-module: invalid or unsupported configuration is refused at load,
     const good = await validateModuleEnvoy(bootstrap({ port, adminPort: await freePort(), configValue: JSON.stringify(config(port, 'http://127.0.0.1:9/jwks')), jwksPort: 9, upstreamPort: 9 }));
     assert.ok(good.ok, good.log.slice(-2000));
     const c = config(port, 'http://127.0.0.1:9/jwks');
+    // MCP rules and introspection validate (both supported); a missing cluster does not.
     c.resources[0].mcp = { rules: [{ method: 'tools/call', scopes: ['x'] }] };
+    c.resources[0].issuers[0].introspection = { http_uri: { uri: 'http://127.0.0.1:9/introspect', cluster: 'jwks' }, client_id: 'gw', client_secret: 'x' };
+    const rules = await validateModuleEnvoy(bootstrap({ port, adminPort: await freePort(), configValue: JSON.stringify(c), jwksPort: 9, upstreamPort: 9 }));
+    assert.ok(rules.ok, rules.log.slice(-2000));
+    delete c.resources[0].issuers[0].introspection.http_uri.cluster;
     const badRun = await validateModuleEnvoy(bootstrap({ port, adminPort: await freePort(), configValue: JSON.stringify(c), jwksPort: 9, upstreamPort: 9 }));
     assert.ok(!badRun.ok);
-    assert.match(badRun.log, /resources\[0\]\.mcp: is not supported/);
+    assert.match(badRun.log, /resources\[0\]\.issuers\[0\]\.introspection\.http_uri\.cluster: is required/);
   });
 });
 
@@ -130,6 +134,10 @@ describe('envoy-module: JWKS down and nothing cached, then back', () => {
       assert.equal(res.headers['retry-after'], '7');
     }
     assert.equal(w.upstream.seen.length, 0);
+    const s = await envoy.stats();
+    assert.ok(s.jwks_fetch_failed >= 1, JSON.stringify(s));
+    assert.equal(s.jwks_fetch_ok, 0);
+    assert.equal(s['requests_denied.keys_unavailable'], 3);
   });
 
   it('serves once the JWKS endpoint is back (after the refetch cooldown)', async () => {
@@ -271,5 +279,124 @@ describe('envoy-module: logs, hostile input', () => {
     assert.equal(u.headers.authorization, undefined);
     const ch = parseChallenge((await w.call('not-a-jwt')).headers['www-authenticate']);
     assert.equal(ch.params.error, 'invalid_token');
+  });
+});
+
+describe('envoy-module: opaque tokens through RFC 7662 introspection', () => {
+  let w;
+  let envoy;
+  let intro;
+  let introPort;
+  const seen = [];
+  let delayMs = 0;
+  const answers = {
+    'opaque-good': () => ({ active: true, iss: ISSUER, aud: w.resource, scope: 'mcp:read', sub: 'intro-user', client_id: 'c1', exp: Math.floor(Date.now() / 1000) + 300 }),
+    'opaque-noscope': () => ({ active: true, aud: w.resource, scope: 'other', sub: 'u', exp: Math.floor(Date.now() / 1000) + 300 }),
+    'opaque-slow': () => ({ active: true, aud: w.resource, scope: 'mcp:read', sub: 'slow-user', exp: Math.floor(Date.now() / 1000) + 300 }),
+    'opaque-huge': () => ({ active: true, aud: w.resource, scope: 'mcp:read', sub: 'h', pad: 'p'.repeat(70 * 1024), exp: Math.floor(Date.now() / 1000) + 300 }),
+  };
+  before(async () => {
+    w = await world();
+    intro = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', async () => {
+        const token = new URLSearchParams(body).get('token');
+        seen.push({ authorization: req.headers.authorization, token, path: req.url, method: req.method, type: req.headers['content-type'] });
+        if (token === 'opaque-slow' || token === 'opaque-timeout') await sleep(token === 'opaque-timeout' ? 1500 : delayMs);
+        if (res.destroyed) return;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(answers[token]?.() ?? { active: false }));
+      });
+    });
+    await new Promise((r) => intro.listen(0, '127.0.0.1', r));
+    introPort = intro.address().port;
+    const c = config(w.port, w.jwksServer.url);
+    c.resources[0].issuers = [
+      {
+        issuer: ISSUER,
+        introspection: {
+          http_uri: { uri: `http://127.0.0.1:${introPort}/introspect`, cluster: 'introspection', timeout_ms: 1000 },
+          client_id: 'mcp-rs',
+          client_secret: 's3cret',
+          retry_after_seconds: 5,
+        },
+      },
+    ];
+    envoy = await startModuleEnvoy({ port: w.port, config: c, upstreamPort: w.upstream.port, clusters: { introspection: introPort } });
+  });
+  after(async () => {
+    await teardown(w, envoy);
+    intro.closeAllConnections?.();
+    await new Promise((r) => intro.close(r));
+  });
+
+  it('an active token goes upstream without itself, with its identity headers, and its answer is cached', async () => {
+    w.upstream.clear();
+    const body = '{"jsonrpc":"2.0","id":3,"method":"ping"}';
+    const res = await w.call('opaque-good', body);
+    assert.equal(res.status, 200, res.body);
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].method, 'POST');
+    assert.equal(seen[0].path, '/introspect');
+    assert.equal(seen[0].token, 'opaque-good');
+    assert.equal(seen[0].type, 'application/x-www-form-urlencoded');
+    assert.equal(seen[0].authorization, `Basic ${Buffer.from('mcp-rs:s3cret').toString('base64')}`);
+    const u = w.upstream.last();
+    assert.equal(u.headers.authorization, undefined);
+    assert.equal(u.headers['x-mcp-subject'], 'intro-user');
+    assert.equal(u.body, body, 'the body held during the call goes upstream intact');
+    assert.equal((await w.call('opaque-good')).status, 200);
+    assert.equal(seen.length, 1, 'second use answered from the token cache');
+  });
+
+  it('an inactive token is 401 invalid_token; too little scope is 403', async () => {
+    const res = await w.call('opaque-unknown');
+    assert.equal(res.status, 401);
+    assert.equal(parseChallenge(res.headers['www-authenticate']).params.error, 'invalid_token');
+    const scope = await w.call('opaque-noscope');
+    assert.equal(scope.status, 403);
+    assert.equal(parseChallenge(scope.headers['www-authenticate']).params.error, 'insufficient_scope');
+  });
+
+  it('an answer over 64 KiB or past the timeout is 503, never let through', async () => {
+    w.upstream.clear();
+    const huge = await w.call('opaque-huge');
+    assert.equal(huge.status, 503, huge.body);
+    const t0 = Date.now();
+    const late = await w.call('opaque-timeout');
+    assert.equal(late.status, 503);
+    assert.equal(late.headers['retry-after'], '5');
+    assert.ok(Date.now() - t0 < 1450, `answered after ${Date.now() - t0} ms`);
+    assert.equal(w.upstream.seen.length, 0);
+  });
+
+  it('a client that goes away mid-call disturbs nothing; concurrent calls each get their answer', async () => {
+    delayMs = 400;
+    await new Promise((resolve) => {
+      const req = request({ host: '127.0.0.1', port: w.port, path: '/mcp', method: 'POST', headers: { authorization: 'Bearer opaque-slow', 'content-length': '2' } });
+      req.on('error', () => {});
+      req.end('{}');
+      setTimeout(() => { req.destroy(); resolve(); }, 100);
+    });
+    await sleep(600);
+    delayMs = 0;
+    const results = await Promise.all(['opaque-good', 'opaque-unknown', 'opaque-noscope', 'opaque-slow'].map((t) => w.call(t)));
+    assert.deepEqual(results.map((r) => r.status), [200, 401, 403, 200]);
+    assert.equal(envoy.proc.exited, false);
+  });
+
+  it('introspection down: 503 with Retry-After, never let through; no token or secret in the log', async () => {
+    intro.closeAllConnections?.();
+    await new Promise((r) => intro.close(r));
+    w.upstream.clear();
+    const res = await w.call('opaque-other');
+    assert.equal(res.status, 503);
+    assert.equal(res.headers['retry-after'], '5');
+    assert.equal(w.upstream.seen.length, 0);
+    const log = envoy.log();
+    assert.match(log, /mcp-edge-auth: introspection at http:\/\/127\.0\.0\.1:\d+\/introspect failed/);
+    assert.ok(!log.includes('opaque-'), 'opaque tokens never logged');
+    assert.ok(!log.includes('s3cret') && !log.includes(Buffer.from('mcp-rs:s3cret').toString('base64')), 'no client secret in the log');
   });
 });

@@ -136,6 +136,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The counter hosts count this decision under, after their own prefix: what was let
+    /// through, what was served, and what was refused and why (`requests_denied.<reason>`).
+    /// One naming for every host, so that dashboards work on any of them.
+    pub fn counter_name(self) -> String {
+        match self {
+            Reason::Allowed => "requests_allowed".into(),
+            Reason::Unprotected => "requests_unprotected".into(),
+            Reason::Metadata => "metadata_served".into(),
+            Reason::Preflight => "preflight_served".into(),
+            other => alloc::format!("requests_denied.{}", other.as_str()),
+        }
+    }
+
     /// A stable snake_case name (metric suffix, log field).
     pub fn as_str(self) -> &'static str {
         match self {

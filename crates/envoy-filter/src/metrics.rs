@@ -11,17 +11,9 @@ use proxy_wasm::types::MetricType;
 /// Prefix of every metric name.
 pub(crate) const PREFIX: &str = "mcp_edge_auth.";
 
-/// The metric name for a decision: what was let through, what was served, and what was
-/// refused and why (`requests_denied.<reason>`, with [`Reason::as_str`]).
+/// The metric name for a decision ([`Reason::counter_name`], the same on every host).
 pub(crate) fn reason_name(r: Reason) -> String {
-    let suffix = match r {
-        Reason::Allowed => "requests_allowed".to_string(),
-        Reason::Unprotected => "requests_unprotected".to_string(),
-        Reason::Metadata => "metadata_served".to_string(),
-        Reason::Preflight => "preflight_served".to_string(),
-        other => format!("requests_denied.{}", other.as_str()),
-    };
-    format!("{PREFIX}{suffix}")
+    format!("{PREFIX}{}", r.counter_name())
 }
 
 /// Ids of the counters this VM defined (a failed definition leaves `None`: counting is

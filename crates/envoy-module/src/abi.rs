@@ -106,9 +106,17 @@ pub mod status {
     pub const STOP_ALL_AND_WATERMARK: u32 = 4;
 }
 
+/// `envoy_dynamic_module_type_http_body_type`: the chunk being delivered to the running
+/// body hook, and what earlier `StopIterationAndBuffer` answers buffered.
+const RECEIVED_REQUEST_BODY: u32 = 0;
+const BUFFERED_REQUEST_BODY: u32 = 1;
+
 /// `envoy_dynamic_module_type_http_callout_init_result::Success`, and the same value of
 /// `envoy_dynamic_module_type_http_callout_result`.
 pub const CALLOUT_SUCCESS: u32 = 0;
+
+/// `envoy_dynamic_module_type_metrics_result::Success`.
+const METRICS_SUCCESS: u32 = 0;
 
 #[cfg_attr(not(test), allow(clippy::missing_safety_doc))]
 extern "C" {
@@ -144,6 +152,28 @@ extern "C" {
         details: Buffer,
     );
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: *mut c_void);
+    fn envoy_dynamic_module_callback_http_get_body_size(filter: *mut c_void, body: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        filter: *mut c_void,
+        body: u32,
+    ) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter: *mut c_void,
+        body: u32,
+        out: *mut Buffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_request_body(
+        filter: *mut c_void,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: *mut c_void,
+        callout_id: *mut u64,
+        cluster: Buffer,
+        headers: *const Header,
+        headers_len: usize,
+        body: Buffer,
+        timeout_ms: u64,
+    ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_get_worker_index(filter: *mut c_void) -> u32;
 
     fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: *mut c_void) -> *mut c_void;
@@ -161,6 +191,27 @@ extern "C" {
         event: u64,
     );
     fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: *mut c_void,
+        name: Buffer,
+        label_names: *const Buffer,
+        label_names_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: *mut c_void,
+        id: usize,
+        label_values: *const Buffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const Buffer,
+        label_values_len: usize,
+        value: u64,
+    ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_config_http_callout(
         config: *mut c_void,
         callout_id: *mut u64,
@@ -386,6 +437,107 @@ impl Filter<'_> {
         unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.ptr) }
     }
 
+    /// The request body so far: what earlier body hooks buffered (`StopIterationAndBuffer`)
+    /// plus, inside a body hook, the chunk being delivered. (A chunk that *is* the buffered
+    /// body, re-delivered after an earlier filter buffered it, counts once.)
+    fn body_parts(&self) -> [Option<u32>; 2] {
+        // SAFETY: live filter.
+        let received_is_buffered =
+            unsafe { envoy_dynamic_module_callback_http_received_buffered_request_body(self.ptr) };
+        [
+            Some(BUFFERED_REQUEST_BODY),
+            (!received_is_buffered).then_some(RECEIVED_REQUEST_BODY),
+        ]
+    }
+
+    /// The size of the request body so far (see [`Filter::request_body`]).
+    pub fn request_body_size(&self) -> usize {
+        self.body_parts()
+            .into_iter()
+            .flatten()
+            // SAFETY: live filter; a body Envoy does not have counts 0.
+            .map(|t| unsafe { envoy_dynamic_module_callback_http_get_body_size(self.ptr, t) })
+            .fold(0usize, usize::saturating_add)
+    }
+
+    /// The request body so far, copied: the buffered part, then the chunk of the running
+    /// body hook. `None` when it is over `max` bytes.
+    pub fn request_body(&self, max: usize) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        for t in self.body_parts().into_iter().flatten() {
+            // SAFETY: live filter.
+            let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, t) };
+            if n == 0 {
+                continue;
+            }
+            let mut chunks = vec![Buffer::NULL; n];
+            // SAFETY: live filter; `chunks` has room for the `n` chunks Envoy reported, and
+            // the body does not change between the two calls (same hook, nothing between).
+            let ok = unsafe {
+                envoy_dynamic_module_callback_http_get_body_chunks(self.ptr, t, chunks.as_mut_ptr())
+            };
+            if !ok {
+                continue;
+            }
+            for c in &chunks {
+                // SAFETY: Envoy's body slices stay valid until the hook returns or the body
+                // changes; they are copied here, within the hook, before any other call.
+                let bytes = unsafe { c.bytes() };
+                if body.len().saturating_add(bytes.len()) > max {
+                    return None;
+                }
+                body.extend_from_slice(bytes);
+            }
+        }
+        Some(body)
+    }
+
+    /// Starts an HTTP call to `cluster` from this stream; the answer comes to
+    /// `on_http_filter_http_callout_done` with the returned id (never, if the stream goes
+    /// away first: Envoy cancels it). `headers` must hold `:method`, `:path` and `host`.
+    pub fn http_callout(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
+        let hs: Vec<Header> = headers.iter().map(|(k, v)| Header::of(k, v)).collect();
+        let mut id = 0u64;
+        // SAFETY: live filter; every buffer borrowed for the call (Envoy copies them); `id`
+        // is ours.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_http_callout(
+                self.ptr,
+                &mut id,
+                Buffer::of(cluster.as_bytes()),
+                hs.as_ptr(),
+                hs.len(),
+                Buffer::of(body),
+                timeout_ms,
+            )
+        };
+        if r == CALLOUT_SUCCESS {
+            Ok(id)
+        } else {
+            Err(r)
+        }
+    }
+
+    /// Adds one to a counter defined with [`ConfigRef::define_counter`] (no labels).
+    pub fn increment_counter(&self, id: usize) {
+        // SAFETY: live filter; no label array.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.ptr,
+                id,
+                std::ptr::null(),
+                0,
+                1,
+            );
+        }
+    }
+
     /// Index of the worker thread running this stream.
     pub fn worker_index(&self) -> usize {
         // SAFETY: live filter.
@@ -445,6 +597,39 @@ impl ConfigRef {
         // SAFETY: live config.
         let p = unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.ptr) };
         (!p.is_null()).then_some(ConfigScheduler(p))
+    }
+
+    /// Defines a counter without labels (only while the config is being created: Envoy
+    /// freezes stat creation after). Envoy prefixes the name with the filter's
+    /// `metrics_namespace` (default `dynamicmodulescustom`).
+    pub fn define_counter(self, name: &str) -> Option<usize> {
+        let mut id = 0usize;
+        // SAFETY: live config; the name is borrowed for the call (Envoy interns it); no
+        // label array; `id` is ours.
+        let r = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                self.ptr,
+                Buffer::of(name.as_bytes()),
+                std::ptr::null(),
+                0,
+                &mut id,
+            )
+        };
+        (r == METRICS_SUCCESS).then_some(id)
+    }
+
+    /// Adds one to a counter (main thread).
+    pub fn increment_counter(self, id: usize) {
+        // SAFETY: live config; no label array.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.ptr,
+                id,
+                std::ptr::null(),
+                0,
+                1,
+            );
+        }
     }
 
     /// Starts a GET to `cluster` (main thread only); the answer comes to
@@ -634,6 +819,76 @@ mod test_stubs {
     }
     #[no_mangle]
     extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(_: *mut c_void) {}
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_size(
+        _: *mut c_void,
+        _: u32,
+    ) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        _: *mut c_void,
+        _: u32,
+    ) -> usize {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks(
+        _: *mut c_void,
+        _: u32,
+        _: *mut Buffer,
+    ) -> bool {
+        false
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_received_buffered_request_body(
+        _: *mut c_void,
+    ) -> bool {
+        false
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
+        _: *mut c_void,
+        _: *mut u64,
+        _: Buffer,
+        _: *const Header,
+        _: usize,
+        _: Buffer,
+        _: u64,
+    ) -> u32 {
+        2
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        _: *mut c_void,
+        _: Buffer,
+        _: *const Buffer,
+        _: usize,
+        _: *mut usize,
+    ) -> u32 {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        _: *mut c_void,
+        _: usize,
+        _: *const Buffer,
+        _: usize,
+        _: u64,
+    ) -> u32 {
+        0
+    }
+    #[no_mangle]
+    extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        _: *mut c_void,
+        _: usize,
+        _: *const Buffer,
+        _: usize,
+        _: u64,
+    ) -> u32 {
+        0
+    }
     #[no_mangle]
     extern "C" fn envoy_dynamic_module_callback_http_filter_get_worker_index(
         _: *mut c_void,

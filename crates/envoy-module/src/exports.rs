@@ -16,10 +16,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::abi::{self, status, Buffer, ConfigRef, Filter, Header, Level};
 use crate::fetch::Fetched;
 use crate::filter::{FilterConfig, Stream};
+use crate::metrics::Metrics;
 
 /// The ABI version this module was written against (Envoy 1.40). Envoy compares it as a
 /// string and only warns on a mismatch; what really gates loading is symbol resolution.
 static ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+/// The most of an introspection answer that is read (as the Wasm filter).
+const MAX_INTROSPECTION_BODY: usize = 64 * 1024;
 
 /// Runs a hook body; on a panic, logs the hook (never the payload) and runs `on_panic`,
 /// itself guarded, falling back to `last_resort`.
@@ -117,9 +121,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     return std::ptr::null();
                 }
             };
+            // SAFETY: the config pointer of this hook.
+            let envoy = unsafe { ConfigRef::new(config_envoy) };
+            cfg.metrics = Metrics::define(envoy);
             if !abi::is_validation_mode() {
-                // SAFETY: the config pointer of this hook.
-                let envoy = unsafe { ConfigRef::new(config_envoy) };
                 if let Err(e) = cfg.fetcher.start(envoy) {
                     abi::log(Level::Critical, || {
                         format!("mcp-edge-auth: refusing to start: {e}")
@@ -184,7 +189,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 /// Envoy passes a live config and arrays valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
-    _config_envoy: *mut c_void,
+    config_envoy: *mut c_void,
     config: *const c_void,
     callout_id: u64,
     result: u32,
@@ -215,7 +220,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
                 cache_control: cache_control.as_deref(),
                 body: body.as_deref().map_err(|_| ()),
             };
-            cfg.on_fetched(callout_id, result, &fetched);
+            // SAFETY: the config pointer of this hook.
+            let envoy = unsafe { ConfigRef::new(config_envoy) };
+            cfg.on_fetched(envoy, callout_id, result, &fetched);
         },
         || (),
         (),
@@ -273,7 +280,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *co
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     envoy: *mut c_void,
     module: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     guard(
         "on_http_filter_request_headers",
@@ -284,7 +291,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             };
             // SAFETY: the filter pointer of this hook.
             let mut e = unsafe { Filter::new(envoy) };
-            s.request_headers(cfg, &mut e)
+            s.request_headers(cfg, &mut e, end_of_stream)
         },
         // SAFETY: as above.
         || unsafe { fail_closed(envoy, module) },
@@ -296,15 +303,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 /// Envoy passes the running stream's pointers.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _envoy: *mut c_void,
+    envoy: *mut c_void,
     module: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     guard(
         "on_http_filter_request_body",
-        // SAFETY: live stream of this hook.
-        || unsafe { stream(module) }.map_or(status::STOP_ITERATION, |(_, s)| s.request_data()),
-        || status::STOP_ITERATION,
+        || {
+            // SAFETY: live stream of this hook.
+            let Some((cfg, s)) = (unsafe { stream(module) }) else {
+                return status::STOP_ITERATION;
+            };
+            // SAFETY: the filter pointer of this hook.
+            let e = unsafe { Filter::new(envoy) };
+            s.request_body(cfg, &e, end_of_stream)
+        },
+        // SAFETY: as above.
+        || unsafe { fail_closed(envoy, module) },
         status::STOP_ITERATION,
     )
 }
@@ -313,16 +328,76 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 /// Envoy passes the running stream's pointers.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _envoy: *mut c_void,
+    envoy: *mut c_void,
     module: *const c_void,
 ) -> u32 {
     guard(
         "on_http_filter_request_trailers",
-        // SAFETY: live stream of this hook.
-        || unsafe { stream(module) }.map_or(status::STOP_ITERATION, |(_, s)| s.request_data()),
-        || status::STOP_ITERATION,
+        || {
+            // SAFETY: live stream of this hook.
+            let Some((cfg, s)) = (unsafe { stream(module) }) else {
+                return status::STOP_ITERATION;
+            };
+            // SAFETY: the filter pointer of this hook.
+            let e = unsafe { Filter::new(envoy) };
+            s.request_trailers(cfg, &e)
+        },
+        // SAFETY: as above.
+        || unsafe { fail_closed(envoy, module) },
         status::STOP_ITERATION,
     )
+}
+
+/// The answer of a stream's introspection call, on its worker (`result` other than
+/// success, or no `:status`: the call failed). Bodies over 64 KiB are not read (the core
+/// then refuses the token). Envoy cancels the call if the stream goes away first.
+///
+/// # Safety
+/// Envoy passes the running stream's pointers and arrays valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    envoy: *mut c_void,
+    module: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const Header,
+    headers_len: usize,
+    chunks: *const Buffer,
+    chunks_len: usize,
+) {
+    guard(
+        "on_http_filter_http_callout_done",
+        || {
+            // SAFETY: live stream of this hook.
+            let Some((cfg, s)) = (unsafe { stream(module) }) else {
+                return;
+            };
+            // SAFETY: the arrays Envoy passed to this hook.
+            let (status, _, body) = unsafe {
+                abi::callout_response(
+                    headers,
+                    headers_len,
+                    chunks,
+                    chunks_len,
+                    MAX_INTROSPECTION_BODY,
+                )
+            };
+            let answer = match status {
+                Some(code) if result == abi::CALLOUT_SUCCESS => {
+                    Some((code, body.unwrap_or_default()))
+                }
+                _ => None,
+            };
+            // SAFETY: the filter pointer of this hook.
+            let e = unsafe { Filter::new(envoy) };
+            s.introspected(cfg, &e, callout_id, answer);
+        },
+        || {
+            // SAFETY: as above.
+            unsafe { fail_closed(envoy, module) };
+        },
+        (),
+    );
 }
 
 /// # Safety
@@ -393,7 +468,6 @@ unused_hooks! {
     envoy_dynamic_module_on_http_filter_response_body(*mut c_void, *const c_void, bool) -> u32 = status::CONTINUE;
     envoy_dynamic_module_on_http_filter_response_trailers(*mut c_void, *const c_void) -> u32 = status::CONTINUE;
     envoy_dynamic_module_on_http_filter_stream_complete(*mut c_void, *const c_void) -> () = ();
-    envoy_dynamic_module_on_http_filter_http_callout_done(*mut c_void, *const c_void, u64, u32, *const Header, usize, *const Buffer, usize) -> () = ();
     envoy_dynamic_module_on_http_filter_http_stream_headers(*mut c_void, *const c_void, u64, *const Header, usize, bool) -> () = ();
     envoy_dynamic_module_on_http_filter_http_stream_data(*mut c_void, *const c_void, u64, *const Buffer, usize, bool) -> () = ();
     envoy_dynamic_module_on_http_filter_http_stream_trailers(*mut c_void, *const c_void, u64, *const Header, usize) -> () = ();

@@ -374,6 +374,7 @@ impl FilterConfig {
             Err(code) => {
                 r.in_flight = None;
                 drop(remotes);
+                self.metrics.fetch(envoy, false);
                 abi::log(Level::Error, || {
                     format!(
                         "mcp-edge-auth: cannot fetch JWKS of {name}: Envoy refused the callout \
@@ -387,7 +388,7 @@ impl FilterConfig {
 
     /// Main thread: a JWKS callout finished (`result` 0 is an HTTP exchange; its status
     /// still has to be 200).
-    pub(crate) fn on_fetched(&self, id: u64, result: u32, fetched: &Fetched<'_>) {
+    pub(crate) fn on_fetched(&self, envoy: ConfigRef, id: u64, result: u32, fetched: &Fetched<'_>) {
         let now_ms = now_ms();
         let now = now_ms / 1000;
         let mut remotes = self
@@ -421,6 +422,7 @@ impl FilterConfig {
                 "no response (callout result {result}: timeout, reset, or no connection)"
             )),
         };
+        self.metrics.fetch(envoy, outcome.is_ok());
         match &outcome {
             Ok(report) => log_install(&r.name, report, now),
             Err(why) => abi::log(Level::Warn, || {

@@ -18,16 +18,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::{
-    Config, Forward, Gateway, IssuerId, KeyStore, Reason, Request, Response, TokenCache, Verdict,
-    READ_HEADERS,
+    Body, Config, Forward, Gateway, IntrospectionJob, IssuerId, KeyStore, Reason, Request,
+    Response, SignatureJob, TokenCache, Verdict,
 };
 
 use crate::abi::{self, status, Filter, HeaderMap, Level};
 use crate::fetch::{self, Fetcher, WaitSlot};
+use crate::metrics::Metrics;
 
-/// The request headers the core reads (besides the pseudo headers), as the core lists them:
-/// nothing else is copied out of Envoy's header map.
-const HEADERS: &[&str] = READ_HEADERS;
+/// The request headers the core reads (besides the pseudo headers), as the core lists them
+/// ([`mcp_edge_auth_core::READ_HEADERS`]), and `content-length` (a body declared over the MCP limit is refused
+/// before it is read): nothing else is copied out of Envoy's header map.
+const HEADERS: &[&str] = &[
+    "authorization",
+    "origin",
+    "access-control-request-method",
+    "mcp-method",
+    "mcp-name",
+    "content-length",
+];
 
 /// Event id of a paused stream's wake-up.
 pub(crate) const WAKE: u64 = 1;
@@ -57,6 +66,8 @@ pub struct FilterConfig {
     pub(crate) keys: RwLock<Keys>,
     caches: Box<[Shard]>,
     pub(crate) fetcher: Fetcher,
+    /// Envoy counters (defined by `on_http_filter_config_new`, which has the config).
+    pub(crate) metrics: Metrics,
 }
 
 /// Why the module cannot decide (never expected: a panic poisoned the key store).
@@ -74,7 +85,7 @@ impl FilterConfig {
             );
         }
         let config = Config::from_json(json).map_err(|e| e.to_string())?;
-        refuse_unsupported(json, &config)?;
+        check_introspection(&config)?;
         let remotes = fetch::remotes(&config)?;
         let store = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
         let issuers = store.len();
@@ -90,6 +101,7 @@ impl FilterConfig {
             }),
             caches,
             fetcher: Fetcher::new(remotes),
+            metrics: Metrics::default(),
         })
     }
 
@@ -140,69 +152,65 @@ impl FilterConfig {
         }))
     }
 
-    /// Completes verdicts the native host never expects (deferred signatures, opaque
-    /// tokens), failing closed.
-    fn settle(&self, verdict: Verdict, now: u64, shard: usize) -> Verdict {
-        let unavailable = || Verdict::Respond(self.gateway.keys_unavailable(IssuerId(0)));
-        match verdict {
-            Verdict::VerifySignature(job) => {
-                // The ring provider verifies synchronously; a deferred job means a
-                // provider this host cannot serve. Fail closed.
-                abi::log(Level::Error, || {
-                    "mcp-edge-auth: signature verification was deferred; refusing the token"
-                        .to_string()
-                });
-                let (Ok(keys), Some(mut cache)) = (self.keys.read(), self.cache(shard)) else {
-                    return unavailable();
-                };
-                self.gateway
-                    .resume(job, false, now, &keys.store, &mut cache)
-            }
-            Verdict::Introspect(job) => {
-                // Refused at config load; should one get here, the core's answer to a
-                // failed call is a 503.
-                let Some(mut cache) = self.cache(shard) else {
-                    return unavailable();
-                };
-                self.gateway
-                    .resume_introspection(job, None, now, &mut cache)
-            }
-            v => v,
-        }
+    /// Completes a deferred signature check, which the native host never expects (its ring
+    /// provider verifies synchronously): fails closed.
+    fn settle(&self, job: SignatureJob, now: u64, shard: usize) -> Verdict {
+        abi::log(Level::Error, || {
+            "mcp-edge-auth: signature verification was deferred; refusing the token".to_string()
+        });
+        let (Ok(keys), Some(mut cache)) = (self.keys.read(), self.cache(shard)) else {
+            return Verdict::Respond(self.gateway.keys_unavailable(IssuerId(0)));
+        };
+        self.gateway
+            .resume(job, false, now, &keys.store, &mut cache)
+    }
+
+    /// Completes an introspection with the endpoint's answer (`None`: the call failed).
+    fn resume_introspection(
+        &self,
+        job: IntrospectionJob,
+        answer: Option<(u16, &[u8])>,
+        now: u64,
+        shard: usize,
+    ) -> Verdict {
+        let Some(mut cache) = self.cache(shard) else {
+            return Verdict::Respond(self.gateway.keys_unavailable(job.issuer));
+        };
+        self.gateway
+            .resume_introspection(job, answer, now, &mut cache)
     }
 }
 
-/// Refuses, naming the field, what this host does not implement yet: MCP rules (they need
-/// the request body) and RFC 7662 introspection. Never skipped silently: a check the
-/// config asks for and the host does not make would let requests through.
-fn refuse_unsupported(json: &[u8], config: &Config) -> Result<(), String> {
-    let doc: serde_json::Value = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let resources = doc
-        .get("resources")
-        .and_then(serde_json::Value::as_array)
-        .map_or(&[][..], Vec::as_slice);
-    for (i, r) in resources.iter().enumerate() {
-        if r.get("mcp").is_some() {
-            return Err(format!(
-                "config: resources[{i}].mcp: is not supported by the native Envoy module yet \
-                 (MCP rules need the request body); use the proxy-wasm filter for it"
-            ));
-        }
-    }
+/// Checks what only the Envoy host needs: a cluster for every introspection endpoint
+/// (Envoy calls clusters, not URLs). Named, like every refusal.
+fn check_introspection(config: &Config) -> Result<(), String> {
     for (id, iss) in config.issuers() {
-        if iss.introspection.is_some() {
+        let Some(intro) = &iss.introspection else {
+            continue;
+        };
+        if intro.cluster.is_none() {
             let position = config
                 .issuers()
                 .filter(|(other, i)| i.resource == iss.resource && *other < id)
                 .count();
             return Err(format!(
-                "config: resources[{}].issuers[{position}].introspection: is not supported \
-                 by the native Envoy module yet (RFC 7662); use the proxy-wasm filter for it",
-                iss.resource
+                "config: resources[{}].issuers[{position}].introspection.http_uri.cluster: is \
+                 required by the Envoy module: name the Envoy cluster that reaches {}",
+                iss.resource, intro.uri
             ));
         }
     }
     Ok(())
+}
+
+/// What the module knows of a request body (read only when the core asks for it). Never
+/// logged.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum OwnedBody {
+    #[default]
+    NotRead,
+    Bytes(Vec<u8>),
+    TooLarge,
 }
 
 /// An incoming request, owned, so that a paused request can be decided again later.
@@ -213,6 +221,7 @@ pub(crate) struct OwnedRequest {
     authority: String,
     path: String,
     headers: Vec<(String, String)>,
+    body: OwnedBody,
 }
 
 impl OwnedRequest {
@@ -227,6 +236,11 @@ impl OwnedRequest {
                 .iter()
                 .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
                 .collect(),
+            body: match req.body {
+                Body::NotRead => OwnedBody::NotRead,
+                Body::Bytes(b) => OwnedBody::Bytes(b.to_vec()),
+                Body::TooLarge => OwnedBody::TooLarge,
+            },
         }
     }
 
@@ -236,14 +250,28 @@ impl OwnedRequest {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        f(&Request::new(
+        let mut req = Request::new(
             &self.method,
             &self.scheme,
             &self.authority,
             &self.path,
             &pairs,
-        ))
+        );
+        req.body = match &self.body {
+            OwnedBody::NotRead => Body::NotRead,
+            OwnedBody::Bytes(b) => Body::Bytes(b),
+            OwnedBody::TooLarge => Body::TooLarge,
+        };
+        f(&req)
     }
+}
+
+/// The declared `Content-Length` (`None` when absent, repeated or not a number).
+fn content_length(req: &Request<'_>) -> Option<u64> {
+    req.single_header("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Where a stream stands.
@@ -251,10 +279,35 @@ impl OwnedRequest {
 enum Phase {
     #[default]
     Deciding,
+    /// Headers held back while the body is buffered (the decision needs it).
+    ReadingBody,
     /// Paused until keys come (or its deadline).
     Waiting,
+    /// Paused until the introspection endpoint answers (or the call fails).
+    Introspecting,
     Forwarded,
     Answered,
+}
+
+/// How a verdict was carried out; each hook turns it into its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Forwarded: let the request (and what was buffered of its body) go on.
+    Continue,
+    /// Answered locally.
+    Stop,
+    /// Paused (keys, introspection): hold the request until resumed.
+    Paused,
+}
+
+/// What the headers hook found. (Lives on one hook's stack for a moment; boxing the
+/// verdict to shrink it would cost an allocation on the hot path.)
+#[allow(clippy::large_enum_variant)]
+enum Start {
+    /// A verdict; for [`Verdict::FetchKeys`], the attempts seen and the request, copied.
+    Decided(Verdict, u64, Option<OwnedRequest>),
+    /// The decision needs the body, at most this many bytes of it.
+    ReadBody(usize, OwnedRequest),
 }
 
 /// A paused request.
@@ -262,6 +315,9 @@ struct Paused {
     request: OwnedRequest,
     slot: Arc<WaitSlot>,
 }
+
+/// The answer of an introspection call: its status and body (`None`: the call failed).
+type Answer = Option<(u16, Vec<u8>)>;
 
 /// One stream. Envoy may re-enter a stream's hooks from a call into Envoy, so state is in
 /// `Cell`/`RefCell`, and no borrow is held across a call into Envoy.
@@ -271,37 +327,133 @@ pub struct Stream {
     /// Added to the upstream's response (CORS for allowed browser origins).
     response_headers: RefCell<Vec<(&'static str, String)>>,
     paused: RefCell<Option<Paused>>,
+    /// While reading the body: the request's headers, and the most the core reads.
+    reading: RefCell<Option<OwnedRequest>>,
+    body_limit: Cell<usize>,
+    /// The introspection call in flight (its id; `None` while it is being started) and
+    /// what to resume with its answer.
+    introspection: RefCell<Option<(Option<u64>, IntrospectionJob)>>,
+    /// An answer Envoy delivered while the call was still being started (a callout can
+    /// fail synchronously), for the starter to carry out.
+    inline_answer: RefCell<Option<Answer>>,
 }
 
 impl Stream {
-    /// `on_http_filter_request_headers`: decide, and answer, forward or pause.
-    pub fn request_headers(&self, cfg: &FilterConfig, envoy: &mut Filter<'_>) -> u32 {
+    /// `on_http_filter_request_headers`: decide, and answer, forward or pause; or, when the
+    /// decision needs the body (a POST to a resource with MCP rules), hold the headers back
+    /// while Envoy buffers it — unless the body cannot change the answer (no or bad token,
+    /// metadata, a declared length over the limit): then answer now.
+    pub fn request_headers(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &mut Filter<'_>,
+        end_of_stream: bool,
+    ) -> u32 {
         let now_ms = now_ms();
         let now = now_ms / 1000;
         let shard = envoy.worker_index();
-        let decided = envoy.with_request(HEADERS, |req| {
-            let (verdict, seen) = cfg.decide(req, now, shard)?;
-            let owned = matches!(verdict, Verdict::FetchKeys(_)).then(|| OwnedRequest::copy(req));
-            Ok::<_, Broken>((verdict, seen, owned))
+        let started = envoy.with_request(HEADERS, |req| {
+            let decide = |r: &Request<'_>| {
+                let (verdict, seen) = cfg.decide(r, now, shard)?;
+                let owned = matches!(verdict, Verdict::FetchKeys(_)).then(|| OwnedRequest::copy(r));
+                Ok::<_, Broken>(Start::Decided(verdict, seen, owned))
+            };
+            match cfg.gateway.body_limit(req) {
+                None => decide(req),
+                Some(_) if end_of_stream => {
+                    // A POST without a body: decided on an empty one (the core answers 400,
+                    // or 401 without a token).
+                    let mut r = *req;
+                    r.body = Body::Bytes(&[]);
+                    decide(&r)
+                }
+                Some(limit) => {
+                    let declared_too_large = content_length(req)
+                        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit));
+                    let mut r = *req;
+                    r.body = if declared_too_large {
+                        Body::TooLarge
+                    } else {
+                        Body::NotRead
+                    };
+                    // With the body unread the core answers 400 (`BadBody`) exactly when
+                    // it got as far as the body; any other answer was settled before it.
+                    match cfg.decide(&r, now, shard)? {
+                        (Verdict::Respond(resp), _) if resp.reason != Reason::BadBody => {
+                            Ok(Start::Decided(Verdict::Respond(resp), 0, None))
+                        }
+                        _ => Ok(Start::ReadBody(limit, OwnedRequest::copy(req))),
+                    }
+                }
+            }
         });
-        let (verdict, seen, owned) = match decided {
+        match started {
+            Err(Broken) => self.fail_closed(envoy),
+            Ok(Start::ReadBody(limit, request)) => {
+                *self.reading.borrow_mut() = Some(request);
+                self.body_limit.set(limit);
+                self.phase.set(Phase::ReadingBody);
+                status::STOP_ITERATION
+            }
+            Ok(Start::Decided(verdict, seen, owned)) => {
+                match self.act(cfg, envoy, verdict, seen, owned, now_ms, true) {
+                    Outcome::Continue => status::CONTINUE,
+                    Outcome::Stop => status::STOP_ITERATION,
+                    Outcome::Paused => status::STOP_ALL_AND_WATERMARK,
+                }
+            }
+        }
+    }
+
+    /// `on_http_filter_request_body`: while the body is read, buffer it until it is
+    /// complete (or over the limit), then decide; while paused, hold it back (buffered).
+    pub fn request_body(&self, cfg: &FilterConfig, envoy: &Filter<'_>, end_of_stream: bool) -> u32 {
+        match self.phase.get() {
+            Phase::Forwarded | Phase::Answered => status::CONTINUE,
+            Phase::ReadingBody => self.read_body(cfg, envoy, end_of_stream),
+            Phase::Deciding | Phase::Waiting | Phase::Introspecting => status::STOP_ITERATION,
+        }
+    }
+
+    /// `on_http_filter_request_trailers`: trailers end the body.
+    pub fn request_trailers(&self, cfg: &FilterConfig, envoy: &Filter<'_>) -> u32 {
+        match self.phase.get() {
+            Phase::Forwarded | Phase::Answered => status::CONTINUE,
+            Phase::ReadingBody => self.read_body(cfg, envoy, true),
+            Phase::Deciding | Phase::Waiting | Phase::Introspecting => status::STOP_ITERATION,
+        }
+    }
+
+    /// A body hook (or the trailers) of a request reading its body: wait for more
+    /// (`StopIterationAndBuffer`), or decide when it is `complete` or over the limit. The
+    /// status is the body hook's (the trailers hook's shares its values): `Continue` sends
+    /// the held headers and the buffered body upstream, unchanged.
+    fn read_body(&self, cfg: &FilterConfig, envoy: &Filter<'_>, complete: bool) -> u32 {
+        let limit = self.body_limit.get();
+        let body = if envoy.request_body_size() > limit {
+            OwnedBody::TooLarge
+        } else if complete {
+            envoy
+                .request_body(limit)
+                .map_or(OwnedBody::TooLarge, OwnedBody::Bytes)
+        } else {
+            return status::STOP_ITERATION;
+        };
+        let Some(mut request) = self.reading.borrow_mut().take() else {
+            // Never expected: the headers were kept when the body was asked for.
+            return self.fail_closed(envoy);
+        };
+        request.body = body;
+        let now_ms = now_ms();
+        let shard = envoy.worker_index();
+        let decided = request.with(|r| cfg.decide(r, now_ms / 1000, shard));
+        let (verdict, seen) = match decided {
             Ok(d) => d,
             Err(Broken) => return self.fail_closed(envoy),
         };
-        let verdict = cfg.settle(verdict, now, shard);
-        match verdict {
-            Verdict::FetchKeys(kf) => {
-                let (Some(request), Some(scheduler)) = (owned, envoy.scheduler()) else {
-                    return self.respond(envoy, cfg.gateway.keys_unavailable(kf.issuer));
-                };
-                let slot = Arc::new(WaitSlot::new(scheduler));
-                cfg.fetcher
-                    .wait(kf.issuer, seen, Arc::clone(&slot), now_ms, kf.unknown_kid);
-                *self.paused.borrow_mut() = Some(Paused { request, slot });
-                self.phase.set(Phase::Waiting);
-                status::STOP_ALL_AND_WATERMARK
-            }
-            other => self.carry_out(cfg, envoy, other),
+        match self.act(cfg, envoy, verdict, seen, Some(request), now_ms, true) {
+            Outcome::Continue => status::CONTINUE,
+            Outcome::Stop | Outcome::Paused => status::STOP_ITERATION,
         }
     }
 
@@ -314,29 +466,169 @@ impl Stream {
         let Some(paused) = self.paused.borrow_mut().take() else {
             return;
         };
-        let now = now_ms() / 1000;
+        let now_ms = now_ms();
         let shard = envoy.worker_index();
-        let verdict = match paused.request.with(|req| cfg.decide(req, now, shard)) {
-            Ok((v, _)) => cfg.settle(v, now, shard),
+        let verdict = match paused
+            .request
+            .with(|req| cfg.decide(req, now_ms / 1000, shard))
+        {
+            Ok((v, _)) => v,
             Err(Broken) => {
                 self.fail_closed(envoy);
                 return;
             }
         };
-        let verdict = match verdict {
-            Verdict::FetchKeys(kf) => Verdict::Respond(cfg.gateway.keys_unavailable(kf.issuer)),
-            v => v,
-        };
-        if self.carry_out(cfg, envoy, verdict) == status::CONTINUE {
+        if self.act(cfg, envoy, verdict, 0, None, now_ms, false) == Outcome::Continue {
             envoy.continue_decoding();
         }
     }
 
-    /// `on_http_filter_request_body` / `_trailers`: hold the body back while paused.
-    pub fn request_data(&self) -> u32 {
-        match self.phase.get() {
-            Phase::Waiting | Phase::Deciding => status::STOP_ITERATION,
-            Phase::Forwarded | Phase::Answered => status::CONTINUE,
+    /// `on_http_filter_http_callout_done`: the introspection endpoint answered (or the call
+    /// failed: `answer` is `None`). Ignored unless it is this stream's call in flight.
+    pub fn introspected(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &Filter<'_>,
+        callout_id: u64,
+        answer: Answer,
+    ) {
+        let job = {
+            let mut slot = self.introspection.borrow_mut();
+            match slot.take() {
+                // Delivered while the call was being started: its starter carries it out.
+                Some((None, job)) => {
+                    *slot = Some((None, job));
+                    drop(slot);
+                    *self.inline_answer.borrow_mut() = Some(answer);
+                    return;
+                }
+                Some((Some(id), job)) if id == callout_id => job,
+                other => {
+                    *slot = other;
+                    return;
+                }
+            }
+        };
+        if self.phase.get() != Phase::Introspecting {
+            return;
+        }
+        if self.finish_introspection(cfg, envoy, job, answer) == Outcome::Continue {
+            envoy.continue_decoding();
+        }
+    }
+
+    /// Carries a verdict out. `owned` is the request, for a [`Verdict::FetchKeys`] that may
+    /// wait (`may_wait`; a request never waits twice).
+    #[allow(clippy::too_many_arguments)]
+    fn act(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &Filter<'_>,
+        verdict: Verdict,
+        seen: u64,
+        owned: Option<OwnedRequest>,
+        now_ms: u64,
+        may_wait: bool,
+    ) -> Outcome {
+        let now = now_ms / 1000;
+        match verdict {
+            Verdict::Respond(r) => self.respond(cfg, envoy, r),
+            Verdict::Forward(f) => self.forward(cfg, envoy, f),
+            Verdict::FetchKeys(kf) if may_wait => {
+                let (Some(request), Some(scheduler)) = (owned, envoy.scheduler()) else {
+                    return self.respond(cfg, envoy, cfg.gateway.keys_unavailable(kf.issuer));
+                };
+                let slot = Arc::new(WaitSlot::new(scheduler));
+                cfg.fetcher
+                    .wait(kf.issuer, seen, Arc::clone(&slot), now_ms, kf.unknown_kid);
+                *self.paused.borrow_mut() = Some(Paused { request, slot });
+                self.phase.set(Phase::Waiting);
+                Outcome::Paused
+            }
+            Verdict::FetchKeys(kf) => {
+                self.respond(cfg, envoy, cfg.gateway.keys_unavailable(kf.issuer))
+            }
+            Verdict::Introspect(job) => self.introspect(cfg, envoy, job),
+            Verdict::VerifySignature(job) => {
+                let v = cfg.settle(job, now, envoy.worker_index());
+                match v {
+                    Verdict::Respond(r) => self.respond(cfg, envoy, r),
+                    _ => self.respond(cfg, envoy, cfg.gateway.keys_unavailable(IssuerId(0))),
+                }
+            }
+        }
+    }
+
+    /// Sends an RFC 7662 introspection request from this stream (so that Envoy cancels it
+    /// if the client goes away), and pauses until it answers. The job's body holds the
+    /// token: it goes to the endpoint and nowhere else (never to the log).
+    fn introspect(&self, cfg: &FilterConfig, envoy: &Filter<'_>, job: IntrospectionJob) -> Outcome {
+        let Some(cluster) = job.cluster.clone() else {
+            // Refused at config load; fail closed should one get here.
+            return self.finish_introspection(cfg, envoy, job, None);
+        };
+        let mut headers: Vec<(&str, String)> = vec![
+            (":method", "POST".to_string()),
+            (":path", job.path.clone()),
+            ("host", job.authority.clone()),
+        ];
+        headers.extend(job.headers.iter().map(|(n, v)| (*n, v.clone())));
+        let body = job.body.clone();
+        let timeout = u64::from(job.timeout_ms);
+        let uri = job.uri.clone();
+        *self.introspection.borrow_mut() = Some((None, job));
+        *self.inline_answer.borrow_mut() = None;
+        self.phase.set(Phase::Introspecting);
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let started = envoy.http_callout(&cluster, &pairs, body.as_bytes(), timeout);
+        let inline = self.inline_answer.borrow_mut().take();
+        let Some((_, job)) = self.introspection.borrow_mut().take() else {
+            // Never expected: only this stream takes it.
+            return self.fail_closed_outcome(envoy);
+        };
+        match (inline, started) {
+            (Some(answer), _) => self.finish_introspection(cfg, envoy, job, answer),
+            (None, Ok(id)) => {
+                *self.introspection.borrow_mut() = Some((Some(id), job));
+                Outcome::Paused
+            }
+            (None, Err(code)) => {
+                abi::log(Level::Error, || {
+                    format!(
+                        "mcp-edge-auth: cannot introspect a token at {uri}: Envoy refused the \
+                         call (code {code}); is cluster \"{cluster}\" defined?"
+                    )
+                });
+                self.finish_introspection(cfg, envoy, job, None)
+            }
+        }
+    }
+
+    /// Resumes the decision with the endpoint's answer and carries it out.
+    fn finish_introspection(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &Filter<'_>,
+        job: IntrospectionJob,
+        answer: Answer,
+    ) -> Outcome {
+        if answer.as_ref().is_none_or(|(status, _)| *status != 200) {
+            abi::log(Level::Warn, || {
+                let what = answer
+                    .as_ref()
+                    .map_or("no answer".to_string(), |(s, _)| format!("HTTP status {s}"));
+                format!("mcp-edge-auth: introspection at {} failed: {what}", job.uri)
+            });
+        }
+        let now_ms = now_ms();
+        let answer = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
+        let v = cfg.resume_introspection(job, answer, now_ms / 1000, envoy.worker_index());
+        // A resumed introspection never starts another call nor waits for keys.
+        match v {
+            Verdict::Respond(_) | Verdict::Forward(_) => {
+                self.act(cfg, envoy, v, 0, None, now_ms, false)
+            }
+            _ => self.respond(cfg, envoy, cfg.gateway.keys_unavailable(IssuerId(0))),
         }
     }
 
@@ -358,11 +650,13 @@ impl Stream {
         status::CONTINUE
     }
 
-    /// The stream is going away: a paused request stops waiting.
+    /// The stream is going away: a paused request stops waiting (Envoy cancels an
+    /// introspection call in flight itself).
     pub fn destroy(&self) {
         if let Some(p) = self.paused.borrow_mut().take() {
             p.slot.cancel();
         }
+        self.introspection.borrow_mut().take();
     }
 
     /// Answers 500 unless the stream was already answered or forwarded: used when the
@@ -370,7 +664,7 @@ impl Stream {
     pub fn fail_closed(&self, envoy: &Filter<'_>) -> u32 {
         match self.phase.get() {
             Phase::Answered | Phase::Forwarded => status::STOP_ITERATION,
-            Phase::Deciding | Phase::Waiting => {
+            Phase::Deciding | Phase::ReadingBody | Phase::Waiting | Phase::Introspecting => {
                 self.phase.set(Phase::Answered);
                 envoy.send_response(
                     500,
@@ -383,23 +677,14 @@ impl Stream {
         }
     }
 
-    fn carry_out(&self, cfg: &FilterConfig, envoy: &Filter<'_>, verdict: Verdict) -> u32 {
-        match verdict {
-            Verdict::Respond(r) => self.respond(envoy, r),
-            Verdict::Forward(f) => self.forward(envoy, f),
-            other => {
-                // FetchKeys is handled by the callers; the rest was settled.
-                abi::log(Level::Error, || {
-                    "mcp-edge-auth: unexpected verdict; answering 503".to_string()
-                });
-                let _ = other;
-                self.respond(envoy, cfg.gateway.keys_unavailable(IssuerId(0)))
-            }
-        }
+    fn fail_closed_outcome(&self, envoy: &Filter<'_>) -> Outcome {
+        self.fail_closed(envoy);
+        Outcome::Stop
     }
 
-    fn respond(&self, envoy: &Filter<'_>, r: Response) -> u32 {
+    fn respond(&self, cfg: &FilterConfig, envoy: &Filter<'_>, r: Response) -> Outcome {
         self.phase.set(Phase::Answered);
+        cfg.metrics.decision(envoy, r.reason);
         abi::log(Level::Debug, || {
             format!(
                 "mcp-edge-auth: answered {} ({})",
@@ -409,11 +694,15 @@ impl Stream {
         });
         let details = details(r.reason);
         envoy.send_response(r.status, &r.headers, &r.body, details);
-        status::STOP_ITERATION
+        Outcome::Stop
     }
 
-    fn forward(&self, envoy: &Filter<'_>, f: Forward) -> u32 {
+    fn forward(&self, cfg: &FilterConfig, envoy: &Filter<'_>, f: Forward) -> Outcome {
         self.phase.set(Phase::Forwarded);
+        cfg.metrics.decision(envoy, f.reason);
+        if f.reason == Reason::Allowed {
+            cfg.metrics.cache(envoy, f.cache_hit);
+        }
         for name in &f.remove_headers {
             envoy.set_header(HeaderMap::Request, name, None);
         }
@@ -426,7 +715,7 @@ impl Stream {
         if !f.response_headers.is_empty() {
             *self.response_headers.borrow_mut() = f.response_headers;
         }
-        status::CONTINUE
+        Outcome::Continue
     }
 }
 
@@ -490,26 +779,52 @@ mod tests {
             e.starts_with("config: resources[0].issuers[0].remote_jwks.http_uri.cluster: "),
             "{e}"
         );
+        // MCP rules and introspection are supported; an introspection endpoint needs a
+        // cluster, and its secret never shows in the refusal.
         let rules = serde_json::json!({
             "mcp": { "rules": [{ "method": "tools/call", "name": "admin_*", "scopes": ["mcp:admin"] }] }
         });
-        let e = err(&config(remote(Some("idp")), rules));
-        assert!(e.starts_with("config: resources[0].mcp: "), "{e}");
-        assert!(
-            e.contains("not supported by the native Envoy module"),
-            "{e}"
-        );
+        assert!(FilterConfig::build(&config(remote(Some("idp")), rules), 1).is_ok());
         let mut intro = remote(Some("idp"));
         intro["introspection"] = serde_json::json!({
             "http_uri": { "uri": "https://as.example.com/introspect", "cluster": "idp" },
             "client_id": "gw", "client_secret": "s3cret"
         });
+        assert!(FilterConfig::build(&config(intro.clone(), serde_json::json!({})), 1).is_ok());
+        intro["introspection"]["http_uri"]
+            .as_object_mut()
+            .unwrap()
+            .remove("cluster");
         let e = err(&config(intro, serde_json::json!({})));
         assert!(
-            e.starts_with("config: resources[0].issuers[0].introspection: "),
+            e.starts_with("config: resources[0].issuers[0].introspection.http_uri.cluster: "),
             "{e}"
         );
         assert!(!e.contains("s3cret"));
+    }
+
+    #[test]
+    fn every_header_the_core_reads_is_copied() {
+        for h in mcp_edge_auth_core::READ_HEADERS {
+            assert!(HEADERS.contains(h), "{h}");
+        }
+        assert!(
+            HEADERS.len() * 2 <= 16,
+            "with_request keeps two values of each"
+        );
+    }
+
+    #[test]
+    fn owned_bodies_reach_the_core() {
+        let headers = [("content-length", " 12 ")];
+        let mut req = Request::new("POST", "https", "h", "/mcp", &headers);
+        assert_eq!(content_length(&req), Some(12));
+        req.body = Body::Bytes(b"{}");
+        let owned = OwnedRequest::copy(&req);
+        owned.with(|r| assert_eq!(r.body, Body::Bytes(b"{}")));
+        let repeated = [("content-length", "1"), ("content-length", "1")];
+        let req = Request::new("POST", "https", "h", "/mcp", &repeated);
+        assert_eq!(content_length(&req), None);
     }
 
     #[test]

@@ -18,8 +18,9 @@
 //! * no panic crosses into Envoy ([`exports`]): the module is built with `panic = "unwind"`
 //!   (its own Cargo profile, `release-native`), and every hook catches and fails closed.
 //!
-//! Not supported yet, and refused at config load naming the field (never skipped):
-//! `resources[].mcp` (MCP rules need the request body) and `issuers[].introspection`.
+//! Everything the proxy-wasm filter does is supported: MCP rules on the buffered JSON-RPC
+//! body, RFC 7662 introspection through per-request callouts, and the same counters
+//! ([`metrics`], under Envoy's `dynamicmodulescustom.` prefix).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -27,3 +28,4 @@ pub mod abi;
 pub mod exports;
 mod fetch;
 pub mod filter;
+pub(crate) mod metrics;
