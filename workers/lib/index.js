@@ -144,6 +144,7 @@ export class McpEdgeAuth {
   #fetch;
   #cacheApi;
   #keys = new Map(); // "issuer/generation/index" -> Promise<CryptoKey|null>
+  #ready = new WeakMap(); // such a promise -> its CryptoKey, once imported
   #keyGeneration = new Map(); // issuer -> generation the key cache holds
   #inflight = new Map(); // issuer -> Promise<void>
   #sources = new Map(); // issuer -> remote source (or null)
@@ -347,12 +348,14 @@ export class McpEdgeAuth {
    */
   async #verify(job) {
     const e = this.#engine;
-    const data = e.job_signing_input(job.job);
-    const signature = e.job_signature(job.job);
+    // The signed bytes, then the signature: one copy out of Wasm.
+    const bytes = e.job_bytes(job.job);
     const params = ALGORITHMS[job.alg];
-    if (!data || !signature || !params) {
+    if (!bytes || !params || !(job.input_len <= bytes.length)) {
       return JSON.parse(e.resume(job.job, false, nowSeconds()));
     }
+    const data = bytes.subarray(0, job.input_len);
+    const signature = bytes.subarray(job.input_len);
     // Collect the keys before the first await, while the job's key generation is current.
     const keys = [];
     for (const index of job.candidates) {
@@ -365,7 +368,8 @@ export class McpEdgeAuth {
     }
     let valid = false;
     for (const pending of keys) {
-      const key = await pending;
+      // An imported key is used as is; only the first use of a key waits for its import.
+      const key = this.#ready.get(pending) ?? (await pending);
       if (!key) continue;
       try {
         if (await crypto.subtle.verify(params[1], key, signature, data)) {
@@ -393,10 +397,16 @@ export class McpEdgeAuth {
     const { alg, jwk } = JSON.parse(raw);
     const params = ALGORITHMS[alg];
     const p = params
-      ? crypto.subtle.importKey('jwk', jwk, params[0], false, ['verify']).catch((err) => {
-          this.#log.emit('key_import_failed', { issuer: this.#source(issuer)?.issuer, alg, error: String(err?.message ?? err).slice(0, 200) });
-          return null;
-        })
+      ? crypto.subtle.importKey('jwk', jwk, params[0], false, ['verify']).then(
+          (key) => {
+            this.#ready.set(p, key);
+            return key;
+          },
+          (err) => {
+            this.#log.emit('key_import_failed', { issuer: this.#source(issuer)?.issuer, alg, error: String(err?.message ?? err).slice(0, 200) });
+            return null;
+          },
+        )
       : Promise.resolve(null);
     this.#keys.set(id, p);
     return p;

@@ -20,7 +20,8 @@
 //! * `{"kind":"forward","remove_headers":[…],"add_headers":[[name,value],…],"new_path":null|"/p?q",
 //!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false}`
 //! * `{"kind":"fetch_keys","issuer":0,"unknown_kid":true}`
-//! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3]}`
+//! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3],"input_len":612}`
+//!   (the signed bytes and the signature come together from [`Engine::job_bytes`])
 //! * `{"kind":"introspect","job":8,"issuer":0,"uri":"https://…","timeout_ms":3000,"headers":[…]}`
 //!   (the form body, which holds the token, is fetched separately with
 //!   [`Engine::introspection_body`] so that the verdict itself never carries a token)
@@ -120,6 +121,19 @@ struct ForwardOut<'a> {
     identity: Option<IdentityOut<'a>>,
     reason: &'static str,
     cache_hit: bool,
+}
+
+/// A `verify` verdict: `job_bytes(job)` holds the signing input (`input_len` bytes) and then
+/// the signature.
+#[derive(Serialize)]
+struct VerifyOut<'a> {
+    kind: &'static str,
+    job: u32,
+    issuer: usize,
+    generation: u64,
+    alg: &'static str,
+    candidates: &'a [usize],
+    input_len: usize,
 }
 
 fn respond_json(r: &Response) -> String {
@@ -365,6 +379,20 @@ impl Host {
         }
     }
 
+    /// A job's signing input and signature in one buffer (one copy out of Wasm per
+    /// verification instead of two); the verdict's `input_len` says where they meet.
+    pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
+        match self.jobs.get(&job) {
+            Some(Job::Signature(j)) => {
+                let mut v = Vec::with_capacity(j.signing_input.len() + j.signature.len());
+                v.extend_from_slice(j.signing_input.as_bytes());
+                v.extend_from_slice(&j.signature);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
     /// A job's signature (`r || s` for ECDSA, as WebCrypto wants it).
     pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
         match self.jobs.get(&job) {
@@ -514,14 +542,19 @@ impl Host {
                 "unknown_kid": k.unknown_kid,
             }),
             Verdict::VerifySignature(job) => {
-                let v = json!({
-                    "kind": "verify",
-                    "issuer": job.issuer.0,
-                    "generation": job.generation,
-                    "alg": job.alg.name(),
-                    "candidates": job.candidates,
+                let (issuer, generation, alg) = (job.issuer.0, job.generation, job.alg.name());
+                let candidates = job.candidates.clone();
+                let input_len = job.signing_input.len();
+                let id = self.push_job(Job::Signature(job));
+                return serialize(&VerifyOut {
+                    kind: "verify",
+                    job: id,
+                    issuer,
+                    generation,
+                    alg,
+                    candidates: &candidates,
+                    input_len,
                 });
-                with_job(v, self.push_job(Job::Signature(job)))
             }
             Verdict::Introspect(job) => {
                 let v = json!({
@@ -621,6 +654,11 @@ impl Engine {
     /// The signature of a job.
     pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
         self.host.job_signature(job)
+    }
+
+    /// The signing input and then the signature of a job (`input_len` in the verdict).
+    pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
+        self.host.job_bytes(job)
     }
 
     /// A candidate key as `{"alg","jwk"}` JSON, while `generation` is current.
