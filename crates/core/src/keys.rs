@@ -9,7 +9,6 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::config::{Config, ConfigError, KeySource};
@@ -161,7 +160,7 @@ impl KeyStore {
                 generation: 0,
             });
             if let KeySource::Local(json) = &iss.source {
-                let path = issuer_path(config, id);
+                let path = config.issuer_path(id);
                 store
                     .install_jwks(id, json.as_bytes(), None, 0)
                     .map_err(|e| ConfigError::new(format!("{path}.local_jwks"), format!("{e}")))?;
@@ -313,18 +312,6 @@ impl KeyStore {
             }
         }
     }
-}
-
-fn issuer_path(config: &Config, id: IssuerId) -> String {
-    let Some(iss) = config.issuer(id) else {
-        return String::new();
-    };
-    let pos = config
-        .issuers()
-        .filter(|(_, i)| i.resource == iss.resource)
-        .position(|(other, _)| other == id)
-        .unwrap_or(0);
-    format!("resources[{}].issuers[{}]", iss.resource, pos)
 }
 
 #[cfg(test)]

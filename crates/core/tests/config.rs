@@ -444,3 +444,24 @@ fn example_configs_parse() {
     }
     assert!(n >= 2);
 }
+
+#[test]
+fn envoy_hosts_require_a_cluster_for_every_remote_endpoint() {
+    // base(): the first issuer names its cluster, the second does not.
+    let cfg = Config::from_json(base().to_string().as_bytes()).unwrap();
+    let e = cfg.require_clusters("Envoy filter").unwrap_err();
+    assert_eq!(
+        e.path,
+        "resources[0].issuers[1].remote_jwks.http_uri.cluster"
+    );
+    assert!(e.message.contains("Envoy filter"), "{}", e.message);
+    assert!(
+        e.message.contains("https://other-auth.example.com/jwks"),
+        "{}",
+        e.message
+    );
+    let mut named = base();
+    named["resources"][0]["issuers"][1]["remote_jwks"]["http_uri"]["cluster"] = json!("c2");
+    let cfg = Config::from_json(named.to_string().as_bytes()).unwrap();
+    assert!(cfg.require_clusters("Envoy module").is_ok());
+}

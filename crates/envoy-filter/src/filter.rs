@@ -1074,39 +1074,20 @@ fn body_rule_count(json: &[u8]) -> usize {
         .map_or(0, |rs| rs.iter().filter(|r| r.get("mcp").is_some()).count())
 }
 
-/// The remote JWKS sources of a config, checking what only the Envoy host needs: a cluster
-/// for every remote JWKS and introspection endpoint (Envoy calls clusters, not URLs).
+/// The remote JWKS sources of a config, after the core's check that every remote JWKS and
+/// introspection endpoint names its Envoy cluster ([`Config::require_clusters`]).
 fn remotes(config: &Config) -> Result<Vec<Remote>, String> {
+    config
+        .require_clusters("Envoy filter")
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, iss) in config.issuers() {
-        let field = |name: &str| {
-            let position = config
-                .issuers()
-                .filter(|(other, i)| i.resource == iss.resource && *other < id)
-                .count();
-            format!(
-                "config: resources[{}].issuers[{position}].{name}",
-                iss.resource
-            )
-        };
-        if let Some(intro) = &iss.introspection {
-            if intro.cluster.is_none() {
-                return Err(format!(
-                    "{}: is required by the Envoy filter: name the Envoy cluster that reaches {}",
-                    field("introspection.http_uri.cluster"),
-                    intro.uri
-                ));
-            }
-        }
         let KeySource::Remote(remote) = &iss.source else {
             continue;
         };
         let Some(cluster) = remote.cluster.clone() else {
-            return Err(format!(
-                "{}: is required by the Envoy filter: name the Envoy cluster that reaches {}",
-                field("remote_jwks.http_uri.cluster"),
-                remote.uri
-            ));
+            // require_clusters has refused this already; never an issuer without fetches.
+            return Err(format!("config: {}: no cluster", config.issuer_path(id)));
         };
         out.push(Remote {
             issuer: id,

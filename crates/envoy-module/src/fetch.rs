@@ -56,24 +56,20 @@ pub(crate) struct Remote {
     started_at: u64,
 }
 
-/// The remote JWKS sources of a config, checking what only Envoy hosts need: a cluster for
-/// every remote JWKS (Envoy calls clusters, not URLs).
+/// The remote JWKS sources of a config, after the core's check that every remote JWKS and
+/// introspection endpoint names its Envoy cluster ([`Config::require_clusters`]).
 pub(crate) fn remotes(config: &Config) -> Result<Vec<Remote>, String> {
+    config
+        .require_clusters("Envoy module")
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, iss) in config.issuers() {
         let KeySource::Remote(remote) = &iss.source else {
             continue;
         };
         let Some(cluster) = remote.cluster.clone() else {
-            let position = config
-                .issuers()
-                .filter(|(other, i)| i.resource == iss.resource && *other < id)
-                .count();
-            return Err(format!(
-                "config: resources[{}].issuers[{position}].remote_jwks.http_uri.cluster: is \
-                 required by the Envoy module: name the Envoy cluster that reaches {}",
-                iss.resource, remote.uri
-            ));
+            // require_clusters has refused this already; never an issuer without fetches.
+            return Err(format!("config: {}: no cluster", config.issuer_path(id)));
         };
         out.push(Remote {
             issuer: id,

@@ -85,7 +85,6 @@ impl FilterConfig {
             );
         }
         let config = Config::from_json(json).map_err(|e| e.to_string())?;
-        check_introspection(&config)?;
         let remotes = fetch::remotes(&config)?;
         let store = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
         let issuers = store.len();
@@ -179,28 +178,6 @@ impl FilterConfig {
         self.gateway
             .resume_introspection(job, answer, now, &mut cache)
     }
-}
-
-/// Checks what only the Envoy host needs: a cluster for every introspection endpoint
-/// (Envoy calls clusters, not URLs). Named, like every refusal.
-fn check_introspection(config: &Config) -> Result<(), String> {
-    for (id, iss) in config.issuers() {
-        let Some(intro) = &iss.introspection else {
-            continue;
-        };
-        if intro.cluster.is_none() {
-            let position = config
-                .issuers()
-                .filter(|(other, i)| i.resource == iss.resource && *other < id)
-                .count();
-            return Err(format!(
-                "config: resources[{}].issuers[{position}].introspection.http_uri.cluster: is \
-                 required by the Envoy module: name the Envoy cluster that reaches {}",
-                iss.resource, intro.uri
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What the module knows of a request body (read only when the core asks for it). Never

@@ -371,14 +371,6 @@ impl Host {
         self.jobs.remove(&job);
     }
 
-    /// The bytes a job's signature covers.
-    pub fn job_signing_input(&self, job: u32) -> Option<Vec<u8>> {
-        match self.jobs.get(&job) {
-            Some(Job::Signature(j)) => Some(j.signing_input.as_bytes().to_vec()),
-            _ => None,
-        }
-    }
-
     /// A job's signing input and signature in one buffer (one copy out of Wasm per
     /// verification instead of two); the verdict's `input_len` says where they meet.
     pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
@@ -389,14 +381,6 @@ impl Host {
                 v.extend_from_slice(&j.signature);
                 Some(v)
             }
-            _ => None,
-        }
-    }
-
-    /// A job's signature (`r || s` for ECDSA, as WebCrypto wants it).
-    pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
-        match self.jobs.get(&job) {
-            Some(Job::Signature(j)) => Some(j.signature.clone()),
             _ => None,
         }
     }
@@ -646,16 +630,6 @@ impl Engine {
         self.host.cancel(job);
     }
 
-    /// The signed bytes of a job.
-    pub fn job_signing_input(&self, job: u32) -> Option<Vec<u8>> {
-        self.host.job_signing_input(job)
-    }
-
-    /// The signature of a job.
-    pub fn job_signature(&self, job: u32) -> Option<Vec<u8>> {
-        self.host.job_signature(job)
-    }
-
     /// The signing input and then the signature of a job (`input_len` in the verdict).
     pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
         self.host.job_bytes(job)
@@ -830,7 +804,7 @@ mod tests {
         let v = parse(&h.resume(42, true, 1_800_000_000));
         assert_eq!(v["kind"], "respond");
         assert_eq!(v["status"], 503);
-        assert!(h.job_signature(42).is_none());
+        assert!(h.job_bytes(42).is_none());
     }
 
     #[test]

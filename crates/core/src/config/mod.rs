@@ -302,6 +302,45 @@ impl Config {
         self.issuers.get(id.0)
     }
 
+    /// The config path of an issuer, `resources[<resource>].issuers[<position>]`, for errors
+    /// that name the field.
+    pub fn issuer_path(&self, id: IssuerId) -> String {
+        let Some(iss) = self.issuer(id) else {
+            return String::new();
+        };
+        let pos = self
+            .issuers()
+            .filter(|(_, i)| i.resource == iss.resource)
+            .position(|(other, _)| other == id)
+            .unwrap_or(0);
+        format!("resources[{}].issuers[{}]", iss.resource, pos)
+    }
+
+    /// For hosts that reach other servers only through named upstreams (Envoy calls
+    /// clusters, not URLs): every remote JWKS and introspection endpoint must name its
+    /// cluster. `host` names the host in the message. Called at config load.
+    pub fn require_clusters(&self, host: &str) -> Result<(), ConfigError> {
+        for (id, iss) in self.issuers() {
+            let missing = |field: &str, uri: &str| {
+                ConfigError::new(
+                    format!("{}.{field}", self.issuer_path(id)),
+                    format!("is required by the {host}: name the Envoy cluster that reaches {uri}"),
+                )
+            };
+            if let Some(intro) = &iss.introspection {
+                if intro.cluster.is_none() {
+                    return Err(missing("introspection.http_uri.cluster", &intro.uri));
+                }
+            }
+            if let KeySource::Remote(remote) = &iss.source {
+                if remote.cluster.is_none() {
+                    return Err(missing("remote_jwks.http_uri.cluster", &remote.uri));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Capacity of the verified-token cache (0 disables it).
     pub fn token_cache_max_entries(&self) -> usize {
         self.token_cache_max_entries
