@@ -56,6 +56,6 @@ fuzz_target!(|input: Input<'_>| {
             assert_eq!(f.reason, Reason::Allowed);
             assert!(input.introspection_answer.is_some(), "allowed without introspection: {f:?}");
         }
-        Verdict::FetchKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {}
+        Verdict::AwaitKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {}
     }
 });

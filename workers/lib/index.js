@@ -2,15 +2,17 @@
 //
 // The policy (RFC 9728 metadata, RFC 6750 challenges, RFC 8707 audience binding, RFC 9068
 // claim checks, key freshness, the refetch cooldown and the verified-token cache) lives in
-// Rust, compiled to WebAssembly: the same core the Envoy filter runs. This module does the
-// IO around it:
+// Rust, compiled to WebAssembly: the same core the Envoy filter runs, including the key
+// schedule (when to fetch keys, which request waits for which fetch, cooldowns, retries).
+// This module does the IO around it and nothing else:
 //   * it hands each request to the core and carries out the verdict;
 //   * it verifies signatures with WebCrypto (crypto.subtle.verify): the core answers
 //     "verify" with a job (algorithm, candidate keys, signed bytes, signature), this module
 //     imports the candidate JWKs once per key generation and hands the answer back;
-//   * it fetches remote JWKS documents (timeout and size bounded), keeps them per isolate and
-//     in the Cache API, refreshes them in the background when their Cache-Control lifetime
-//     runs out, and refetches once (cooldown-bounded) for an unknown `kid`;
+//   * it carries out the JWKS fetches the core's schedule asks for (timeout and size bounded;
+//     a copy another isolate stored in the Cache API serves, except for an unknown `kid`),
+//     in the background (ctx.waitUntil) unless a request waits for it, and resumes the
+//     requests the schedule wakes;
 //   * it posts RFC 7662 introspection requests for opaque tokens when the core asks;
 //   * it reads a POST body (bounded) when the core's MCP rules need to see the JSON-RPC
 //     messages, and then forwards that buffered body.
@@ -112,6 +114,29 @@ async function readUpTo(request, limit) {
 
 const EMPTY = new Uint8Array(0);
 
+/** Loopback and private addresses, which workerd refuses unless its network allows them. */
+const LOCAL_HOST = /^(localhost|127\.|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|\[::1\]|\[f[cd])/i;
+
+/**
+ * How a JWKS fetch failed, as the core's outcome code (see Engine.handle_fetch): 1 body too
+ * large, 2 timeout, 5 the runtime refused the address, 3 any other connection failure.
+ * workerd refuses private and loopback addresses with a bare "internal error" unless the
+ * Worker's global outbound is a network service that allows them.
+ */
+function fetchFailure(err, uri) {
+  const msg = String(err?.message ?? err);
+  if (msg.startsWith('the response body is larger')) return 1;
+  if (msg.startsWith('timed out')) return 2;
+  let host = '';
+  try {
+    host = new URL(uri).host;
+  } catch {
+    // A URL the config accepted always parses.
+  }
+  if (/internal error/i.test(msg) && LOCAL_HOST.test(host)) return 5;
+  return 3;
+}
+
 /** Largest header block handed to the core (the core ignores larger ones; we answer 431). */
 const MAX_HEADER_BLOCK = 1024 * 1024;
 
@@ -146,9 +171,9 @@ export class McpEdgeAuth {
   #keys = new Map(); // "issuer/generation/index" -> Promise<CryptoKey|null>
   #ready = new WeakMap(); // such a promise -> its CryptoKey, once imported
   #keyGeneration = new Map(); // issuer -> generation the key cache holds
-  #inflight = new Map(); // issuer -> Promise<void>
-  #sources = new Map(); // issuer -> remote source (or null)
-  #nextRefreshCheck = 0;
+  #waiters = new Map(); // wait number -> resolve()
+  #due = 0; // Date.now() at which the key schedule next has work
+  #timer = null; // deadline timer while requests wait
 
   /**
    * @param {string|object} config the one JSON config format (a string or a parsed object)
@@ -264,8 +289,8 @@ export class McpEdgeAuth {
     });
   }
 
-  #decide(head, body) {
-    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, nowSeconds()));
+  #decide(head, body, previous = 0) {
+    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, Date.now(), previous));
   }
 
   /**
@@ -282,7 +307,7 @@ export class McpEdgeAuth {
       return { v: { kind: 'respond', status: 431, headers: [['content-type', 'application/json'], ['cache-control', 'no-store']], body: JSON.stringify({ error: 'invalid_request', error_description: 'The request headers are too large' }), reason: 'malformed' }, request };
     }
     const head = `${request.method}\n${url.protocol.slice(0, -1)}\n${url.host}\n${url.pathname}${url.search}${headerBlock}`;
-    this.#refreshInBackground(ctx);
+    this.#pump(ctx);
 
     // MCP rules look at the JSON-RPC messages of a POST: read the body (bounded) first.
     let body = { state: 0, bytes: EMPTY };
@@ -300,17 +325,16 @@ export class McpEdgeAuth {
     }
 
     let v = this.#decide(head, body);
-    // Each round is one fetch, one signature check or one introspection; the core's cooldown
-    // ends fetch loops, and this bound ends anything else.
-    for (let round = 0; ; round += 1) {
+    // Each round is one wait for keys (the core's schedule decides whether a request may
+    // wait, and never lets it wait for ever), one signature check or one introspection.
+    for (;;) {
       if (v.kind === 'respond' || v.kind === 'forward') return { v, request };
-      if (round >= 6) {
-        if (v.job !== undefined) this.#engine.cancel(v.job);
-        return { v: JSON.parse(this.#engine.keys_unavailable(v.issuer)), request };
-      }
-      if (v.kind === 'fetch_keys') {
-        await this.#ensureKeys(v.issuer, v.unknown_kid, ctx);
-        v = this.#decide(head, body);
+      if (v.kind === 'wait') {
+        const wait = v.wait;
+        const woken = new Promise((resolve) => this.#waiters.set(wait, resolve));
+        this.#pump(ctx);
+        await woken;
+        v = this.#decide(head, body, wait);
       } else if (v.kind === 'verify') {
         v = (await this.#verify(v)) ?? this.#decide(head, body);
       } else if (v.kind === 'introspect') {
@@ -325,7 +349,7 @@ export class McpEdgeAuth {
   async #introspect(job) {
     const e = this.#engine;
     const form = e.introspection_body(job.job);
-    if (form === undefined) return JSON.parse(e.resume(job.job, false, nowSeconds()));
+    if (form === undefined) return JSON.parse(e.resume(job.job, false, Date.now()));
     let answered = false;
     let status = 0;
     let bytes = EMPTY;
@@ -339,7 +363,7 @@ export class McpEdgeAuth {
     } catch (err) {
       this.#log.emit('introspection_failed', { uri: job.uri, error: String(err?.message ?? err).slice(0, 200) });
     }
-    return JSON.parse(e.resume_introspection(job.job, answered, status, bytes, nowSeconds()));
+    return JSON.parse(e.resume_introspection(job.job, answered, status, bytes, Date.now()));
   }
 
   /**
@@ -352,7 +376,7 @@ export class McpEdgeAuth {
     const bytes = e.job_bytes(job.job);
     const params = ALGORITHMS[job.alg];
     if (!bytes || !params || !(job.input_len <= bytes.length)) {
-      return JSON.parse(e.resume(job.job, false, nowSeconds()));
+      return JSON.parse(e.resume(job.job, false, Date.now()));
     }
     const data = bytes.subarray(0, job.input_len);
     const signature = bytes.subarray(job.input_len);
@@ -380,7 +404,7 @@ export class McpEdgeAuth {
         // A malformed signature (wrong length, …) is simply not valid.
       }
     }
-    return JSON.parse(e.resume(job.job, valid, nowSeconds()));
+    return JSON.parse(e.resume(job.job, valid, Date.now()));
   }
 
   /** The imported CryptoKey (a promise) for one key of one generation; undefined when stale. */
@@ -403,7 +427,7 @@ export class McpEdgeAuth {
             return key;
           },
           (err) => {
-            this.#log.emit('key_import_failed', { issuer: this.#source(issuer)?.issuer, alg, error: String(err?.message ?? err).slice(0, 200) });
+            this.#log.emit('key_import_failed', { issuer, alg, error: String(err?.message ?? err).slice(0, 200) });
             return null;
           },
         )
@@ -412,91 +436,87 @@ export class McpEdgeAuth {
     return p;
   }
 
-  #source(issuer) {
-    if (!this.#sources.has(issuer)) {
-      const raw = this.#engine.key_source(issuer);
-      this.#sources.set(issuer, raw === undefined ? null : JSON.parse(raw));
+  /**
+   * Carries out what the key schedule wants now: starts its fetches (in the background:
+   * a request that waits for one awaits its wake-up, not the fetch), then resumes the
+   * requests it wakes. Cheap when nothing is due.
+   */
+  #pump(ctx) {
+    const e = this.#engine;
+    const now = Date.now();
+    if (now >= this.#due || this.#waiters.size > 0) {
+      for (let raw = e.poll_fetch(now); raw !== undefined; raw = e.poll_fetch(now)) {
+        const p = this.#carryFetch(JSON.parse(raw));
+        if (ctx && typeof ctx.waitUntil === 'function') ctx.waitUntil(p);
+      }
+      this.#setDue();
     }
-    return this.#sources.get(issuer);
+    this.#wakeReady();
   }
 
-  /** Starts background refreshes of keys past their Cache-Control lifetime (at most once a second). */
-  #refreshInBackground(ctx) {
-    const t = nowSeconds();
-    if (t < this.#nextRefreshCheck) return;
-    this.#nextRefreshCheck = t + 1;
-    for (const issuer of this.#engine.refresh_due(t)) {
-      // Keys never loaded are fetched by the request that needs them (and it waits).
-      if (this.#inflight.has(issuer) || this.#engine.loaded_at(issuer) < 0) continue;
-      const p = this.#ensureKeys(issuer, false, ctx).catch(() => {});
-      if (ctx && typeof ctx.waitUntil === 'function') ctx.waitUntil(p);
+  #setDue() {
+    const due = this.#engine.next_due();
+    this.#due = due < 0 ? Infinity : due;
+  }
+
+  /** Resumes the requests the schedule wakes; while some wait, a timer keeps their deadline. */
+  #wakeReady() {
+    const e = this.#engine;
+    const now = Date.now();
+    for (let w = e.poll_wake(now); w !== undefined; w = e.poll_wake(now)) {
+      const resolve = this.#waiters.get(w);
+      if (resolve) {
+        this.#waiters.delete(w);
+        resolve();
+      }
+    }
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    const t = e.poll_timeout();
+    if (t >= 0 && this.#waiters.size > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = null;
+        this.#pump(undefined);
+      }, Math.max(1, t - Date.now()));
     }
   }
 
-  /** One fetch per issuer at a time; concurrent requests wait for the same one. */
-  #ensureKeys(issuer, unknownKid, ctx) {
-    let p = this.#inflight.get(issuer);
-    if (!p) {
-      p = this.#loadKeys(issuer, unknownKid, ctx).finally(() => this.#inflight.delete(issuer));
-      this.#inflight.set(issuer, p);
-    }
-    return p;
-  }
-
-  async #loadKeys(issuer, unknownKid, ctx) {
-    const src = this.#source(issuer);
-    if (!src) return;
-    // A fresher copy another isolate stored is as good as a fetch, except when a `kid` is
-    // unknown: then only the JWKS endpoint itself can tell.
-    if (!unknownKid && (await this.#fromCacheApi(issuer, src))) return;
-    let fetched;
+  /** One fetch of the schedule: the Cache API or the JWKS endpoint, the outcome to the core. */
+  async #carryFetch(job) {
+    const e = this.#engine;
+    let report;
     try {
-      fetched = await this.#fetchJwks(src);
+      // A fresher copy another isolate stored is as good as a fetch, except when a `kid` is
+      // unknown: then only the JWKS endpoint itself can tell.
+      if (!job.unknown_kid && (await this.#fromCacheApi(job))) {
+        report = e.handle_fetch(job.id, 6, 0, undefined, EMPTY, Date.now());
+      } else {
+        const res = await this.#boundedFetch(job.uri, { method: 'GET', headers: { accept: job.accept } }, job.timeout_ms, job.max_body_bytes, true);
+        const cacheControl = res.headers.get('cache-control') ?? undefined;
+        report = e.handle_fetch(job.id, 0, res.status, cacheControl, res.body, Date.now());
+        const r = report === undefined ? undefined : JSON.parse(report);
+        if (r?.ok && r.refresh_in > 0) await this.#toCacheApi(job.uri, res.body, nowSeconds(), r.refresh_in);
+      }
     } catch (err) {
-      this.#engine.fetch_started(issuer, nowSeconds());
-      this.#log.emit('jwks_fetch_failed', { issuer: src.issuer, uri: src.uri, error: String(err?.message ?? err).slice(0, 200) });
+      report = e.handle_fetch(job.id, fetchFailure(err, job.uri), 0, undefined, EMPTY, Date.now());
+    }
+    if (report !== undefined) this.#logFetch(JSON.parse(report), job);
+    this.#setDue();
+    this.#wakeReady();
+  }
+
+  #logFetch(r, job) {
+    if (!r.ok) {
+      this.#log.emit(r.event, { issuer: r.issuer, uri: job.uri, error: r.error, retry_in_ms: r.retry_in_ms ?? undefined });
       return;
     }
-    const t = nowSeconds();
-    // The cooldown counts from the end of the fetch: concurrent requests joined this fetch
-    // instead of being refused while it ran.
-    this.#engine.fetch_started(issuer, t);
-    const report = JSON.parse(this.#engine.install_jwks(issuer, fetched.body, fetched.cacheControl ?? undefined, t));
-    if (!report.ok) {
-      this.#log.emit('jwks_rejected', { issuer: src.issuer, uri: src.uri, error: report.error, skipped: report.skipped });
-      return;
-    }
-    if (report.skipped.length > 0) {
-      this.#log.emit('jwks_keys_skipped', { issuer: src.issuer, skipped: report.skipped });
-    }
-    if (report.changed) this.#log.emit('jwks_installed', { issuer: src.issuer, keys: report.keys, refresh_in: report.refresh_at - t });
-    const put = this.#toCacheApi(src, fetched.body, t, report.refresh_at - t);
-    if (ctx && typeof ctx.waitUntil === 'function') ctx.waitUntil(put);
-    else await put;
-  }
-
-  async #fetchJwks(src) {
-    try {
-      const res = await this.#boundedFetch(
-        src.uri,
-        { method: 'GET', headers: { accept: 'application/jwk-set+json, application/json' } },
-        src.timeout_ms,
-        src.max_body_bytes,
-        true,
-      );
-      return { body: res.body, cacheControl: res.headers.get('cache-control') };
-    } catch (err) {
-      // Name the setting that bounded the fetch, for the operator reading the log.
-      const msg = String(err?.message ?? err);
-      if (msg.startsWith('the response body is larger')) throw new Error(`the JWKS is larger than max_body_bytes (${src.max_body_bytes})`);
-      if (msg.startsWith('timed out')) throw new Error(`${msg} (http_uri.timeout_ms)`);
-      throw err;
-    }
+    if (r.skipped.length > 0) this.#log.emit('jwks_keys_skipped', { issuer: r.issuer, skipped: r.skipped });
+    if (r.changed) this.#log.emit('jwks_installed', { issuer: r.issuer, keys: r.keys, refresh_in: r.refresh_in, trigger: job.trigger });
   }
 
   /**
    * fetch() bounded in time (the whole exchange, body included) and in body size; redirects
-   * are not followed. With `only200`, any other status is an error (and its body unread).
+   * are not followed. With `only200`, the body of any other status is left unread.
    */
   async #boundedFetch(url, init, timeoutMs, maxBytes, only200 = false) {
     const controller = new AbortController();
@@ -512,7 +532,7 @@ export class McpEdgeAuth {
       const res = await this.#fetch(url, { ...init, redirect: 'manual', signal: controller.signal });
       if (only200 && res.status !== 200) {
         res.body?.cancel().catch(() => {});
-        throw new Error(`status ${res.status}`);
+        return { status: res.status, headers: res.headers, body: EMPTY };
       }
       const declared = Number(res.headers.get('content-length'));
       if (Number.isFinite(declared) && declared > maxBytes) {
@@ -534,35 +554,36 @@ export class McpEdgeAuth {
     return caches.default;
   }
 
-  async #fromCacheApi(issuer, src) {
+  /** Installs a copy of the JWKS another isolate stored, if it is fresher than ours. */
+  async #fromCacheApi(job) {
     const cache = this.#cache();
     if (!cache) return false;
     try {
-      const res = await cache.match(CACHE_KEY_PREFIX + encodeURIComponent(src.uri));
+      const res = await cache.match(CACHE_KEY_PREFIX + encodeURIComponent(job.uri));
       if (!res) return false;
       const fetchedAt = Number(res.headers.get(FETCHED_AT));
       const ttl = Number(res.headers.get(TTL));
       const t = nowSeconds();
       const remaining = fetchedAt + ttl - t;
-      if (!Number.isFinite(remaining) || remaining <= 0 || fetchedAt <= this.#engine.loaded_at(issuer)) {
+      if (!Number.isFinite(remaining) || remaining <= 0 || fetchedAt <= this.#engine.loaded_at(job.issuer)) {
         res.body?.cancel().catch(() => {});
         return false;
       }
-      const body = await readCapped(res.body, src.max_body_bytes);
-      const report = JSON.parse(this.#engine.install_jwks(issuer, body, `max-age=${remaining}`, t));
-      if (report.ok && report.changed) this.#log.emit('jwks_installed', { issuer: src.issuer, keys: report.keys, refresh_in: report.refresh_at - t, from: 'cache_api' });
-      return report.ok;
+      const body = await readCapped(res.body, job.max_body_bytes);
+      const ok = this.#engine.handle_document(job.issuer, body, `max-age=${ttl}`, fetchedAt, Date.now());
+      if (ok) this.#log.emit('jwks_installed', { issuer: job.name, refresh_in: remaining, from: 'cache_api' });
+      return ok;
     } catch {
       return false;
     }
   }
 
-  async #toCacheApi(src, body, fetchedAt, ttl) {
+  async #toCacheApi(uri, body, fetchedAt, ttl) {
     const cache = this.#cache();
     if (!cache || !(ttl > 0)) return;
     try {
       await cache.put(
-        CACHE_KEY_PREFIX + encodeURIComponent(src.uri),
+        CACHE_KEY_PREFIX + encodeURIComponent(uri),
         new Response(body, {
           headers: {
             'content-type': 'application/json',

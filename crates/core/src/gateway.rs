@@ -22,6 +22,7 @@ use crate::config::{Config, Resource, Unmatched};
 use crate::crypto::{Algorithm, Verification, VerifyInput};
 use crate::http::{Body, Forward, Identity, Reason, Request, Response};
 use crate::jws;
+use crate::keys::schedule::{KeyWait, Refusal as KeyRefusal};
 use crate::keys::{IssuerId, KeyState, KeyStore};
 use crate::mcp::{self, BodyError};
 use crate::metadata;
@@ -37,10 +38,10 @@ pub enum Verdict {
     Respond(Response),
     /// Forward upstream with these changes.
     Forward(Forward),
-    /// Fetch this issuer's JWKS (calling [`KeyStore::fetch_started`]), install it (or
-    /// record the failure), then call [`Gateway::decide`] again. The store's cooldown makes
-    /// sure this cannot loop: the second decision answers 401 or 503 instead.
-    FetchKeys(KeyFetch),
+    /// The request needs keys this issuer does not have yet: hand this to
+    /// [`KeySchedule::wait`](crate::keys::schedule::KeySchedule::wait), which pauses it
+    /// until a fetch finishes (then decide it again) or says what to answer instead.
+    AwaitKeys(KeyWait),
     /// Verify this signature with the host's own (asynchronous) crypto, then call
     /// [`Gateway::resume`].
     VerifySignature(SignatureJob),
@@ -81,16 +82,6 @@ impl core::fmt::Debug for IntrospectionJob {
             .field("body", &"<redacted>")
             .finish_non_exhaustive()
     }
-}
-
-/// A request for keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyFetch {
-    /// Whose keys.
-    pub issuer: IssuerId,
-    /// True when the token names a `kid` the current keys lack (a rotation, or an attack;
-    /// the cooldown bounds both); false when there are no usable keys at all.
-    pub unknown_kid: bool,
 }
 
 /// What the gateway knows once a token passed every check but the signature.
@@ -476,16 +467,20 @@ impl Gateway {
         let scopes = claims::scopes(c.get("scope"), c.get("scp"))
             .map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
 
+        let remote = matches!(issuer.source, crate::config::KeySource::Remote(_));
         let stored = match keys.state(issuer_id, now) {
             KeyState::Usable(k) => k,
-            KeyState::Fetch => {
-                return Ok(Checked::Other(Verdict::FetchKeys(KeyFetch {
+            KeyState::Missing if remote => {
+                return Ok(Checked::Other(Verdict::AwaitKeys(KeyWait {
                     issuer: issuer_id,
                     unknown_kid: false,
+                    generation: keys.generation(issuer_id),
+                    refusal: KeyRefusal::Unavailable(base.cors),
                 })))
             }
-            KeyState::Unavailable { retry_after } => {
-                return Err((challenge::unavailable(retry_after), base.cors))
+            KeyState::Missing => {
+                // Inline keys are installed at load; never reached for a valid config.
+                return Err((challenge::unavailable(1), base.cors));
             }
         };
         let candidates: Vec<usize> = stored
@@ -496,10 +491,19 @@ impl Gateway {
             .take(MAX_CANDIDATES)
             .collect();
         if candidates.is_empty() {
-            if jws.kid.as_deref().is_some_and(plausible_kid) && keys.may_fetch(issuer_id, now) {
-                return Ok(Checked::Other(Verdict::FetchKeys(KeyFetch {
+            if remote && jws.kid.as_deref().is_some_and(plausible_kid) {
+                let (r, cors) = invalid(
+                    "The access token was signed with an unknown key",
+                    Reason::Invalid,
+                    &base,
+                );
+                let mut refusal = r;
+                refusal.headers.extend(cors);
+                return Ok(Checked::Other(Verdict::AwaitKeys(KeyWait {
                     issuer: issuer_id,
                     unknown_kid: true,
+                    generation: keys.generation(issuer_id),
+                    refusal: KeyRefusal::UnknownKey(refusal),
                 })));
             }
             return Err(invalid(
@@ -588,6 +592,21 @@ impl Gateway {
             keys,
             cache,
         )
+    }
+
+    /// The refusal of a [`SignatureJob`] a host cannot verify (a host whose provider is
+    /// synchronous never gets one; if it does, it fails closed with this 401).
+    pub fn reject(&self, job: SignatureJob) -> Response {
+        let Some(res) = self.config.resources.get(job.pending.resource) else {
+            return challenge::unmatched();
+        };
+        let mut r = challenge::invalid_token(
+            res,
+            "The access token signature is invalid",
+            Reason::Invalid,
+        );
+        r.headers.extend(job.pending.base.cors);
+        r
     }
 
     /// Completes a [`Verdict::Introspect`] with the endpoint's answer: `Some((status,
@@ -770,16 +789,6 @@ impl Gateway {
             reason: Reason::Allowed,
             cache_hit,
         })
-    }
-
-    /// The 503 a host sends when it cannot get keys for `issuer` (fetch failed, or one is
-    /// already in flight and the host will not wait).
-    pub fn keys_unavailable(&self, issuer: IssuerId) -> Response {
-        let retry_after = match self.config.issuer(issuer).map(|i| &i.source) {
-            Some(crate::config::KeySource::Remote(r)) => u64::from(r.retry_after),
-            _ => 10,
-        };
-        challenge::unavailable(retry_after)
     }
 }
 

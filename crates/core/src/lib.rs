@@ -11,8 +11,9 @@
 //! * [`Verdict::Respond`]: answer locally (metadata, preflight, 400/401/403/405/503 with the
 //!   exact `WWW-Authenticate` shape);
 //! * [`Verdict::Forward`]: send upstream with these header changes;
-//! * [`Verdict::FetchKeys`]: "issuer X needs (fresh) keys": fetch them, install them in the
-//!   [`KeyStore`], and ask again;
+//! * [`Verdict::AwaitKeys`]: "issuer X needs (fresh) keys": hand it to the
+//!   [`KeySchedule`], which pauses the request until a fetch it schedules finishes (or says
+//!   what to answer instead); the host carries out the schedule's fetches and wake-ups;
 //! * [`Verdict::VerifySignature`]: the host's crypto is asynchronous (WebCrypto): verify this
 //!   signature and hand the answer back to [`Gateway::resume`].
 //!
@@ -33,7 +34,8 @@
 //! | the audience rule (RFC 8707) | [`audience`] |
 //! | URI parsing and canonical forms | [`uri`] |
 //! | JWKS parsing, key binding | [`jwks`] |
-//! | key freshness, refetch rate limit, `Cache-Control` | [`keys`] |
+//! | key freshness, `Cache-Control`, staleness | [`keys`] |
+//! | when JWKS are fetched, who waits, cooldown, retries | [`keys::schedule`] |
 //! | verified-token cache | [`cache`] |
 //! | metadata document and well-known paths | [`metadata`] |
 //! | `WWW-Authenticate` challenges and error bodies | [`challenge`] |
@@ -66,6 +68,7 @@ mod json;
 
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, IntrospectionJob, KeyFetch, SignatureJob, Verdict};
+pub use gateway::{Gateway, IntrospectionJob, SignatureJob, Verdict};
 pub use http::{Body, Forward, Identity, Reason, Request, Response, READ_HEADERS};
+pub use keys::schedule::{KeySchedule, KeyWait, Wait, WaitId};
 pub use keys::{IssuerId, KeyStore};

@@ -145,12 +145,12 @@ impl Stream {
     /// whatever body Envoy buffered; `Pause` holds it).
     fn decide(&self, filter: &mut Filter, state: &mut StreamState, req: OwnedRequest) -> Action {
         let now_ms = host::now_ms();
-        match filter.handle(&req, state, now_ms, false) {
+        match filter.handle(&req, state, now_ms, None) {
             Step::Forwarded => Action::Continue,
             Step::Answered | Step::Introspecting | Step::ReadBody => Action::Pause,
-            Step::Wait(issuer) => {
+            Step::Wait(wait) => {
                 state.request = Some(req);
-                filter.add_waiter(self.id, Rc::downgrade(&self.state), issuer, now_ms);
+                filter.add_waiter(self.id, Rc::downgrade(&self.state), wait);
                 Action::Pause
             }
         }

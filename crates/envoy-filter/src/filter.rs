@@ -5,30 +5,35 @@
 //! It holds the core's [`Gateway`], the VM's [`KeyStore`] and [`TokenCache`], the JWKS
 //! sources this VM keeps in step with shared data, and the requests paused for keys.
 //!
-//! Keys, in short: the root context fetches (never an HTTP context, whose calls Envoy
-//! cancels when the client goes away), at most one VM per JWKS source at a time (a lease in
-//! shared data), and publishes the document for the other VMs. A request the core answers
-//! with [`Verdict::FetchKeys`] is paused and becomes a [`Waiter`]; it is decided again when
-//! the next fetch attempt of that source finishes, on any VM, or when its deadline passes.
+//! Keys, in short: the core's [`KeySchedule`] says when to fetch and which paused request
+//! waits for which attempt; this host only carries that out. The root context makes the
+//! fetches (never an HTTP context, whose calls Envoy cancels when the client goes away), at
+//! most one VM per JWKS source at a time (a lease in shared data, [`crate::shared`]), and
+//! publishes the document for the other VMs; a VM whose schedule wants a fetch while another
+//! VM holds the lease rides on that VM's attempt and gets its document. A request the core
+//! answers with [`Verdict::AwaitKeys`] is paused under the schedule's [`WaitId`] and decided
+//! again when [`KeySchedule::poll_wake`] names it.
 
 use std::cell::RefCell;
 use std::rc::Weak;
 use std::time::Duration;
 
-use mcp_edge_auth_core::config::KeySource;
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::gateway::IntrospectionJob;
+use mcp_edge_auth_core::keys::schedule::{
+    self, Failure, FetchOutcome, FetchReport, JwksFetch, Trigger,
+};
 use mcp_edge_auth_core::keys::InstallReport;
 use mcp_edge_auth_core::{
-    Body, Config, Forward, Gateway, IssuerId, KeyStore, Reason, Request, Response, TokenCache,
-    Verdict,
+    Body, Config, Forward, Gateway, IssuerId, KeySchedule, KeyStore, Reason, Request, Response,
+    TokenCache, Verdict, Wait, WaitId,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
 use crate::host;
 use crate::metrics::Metrics;
-use crate::shared::{self, Document, Lease};
+use crate::shared::{self, Document};
 
 /// Tick period when nothing is pending: refresh checks and picking up documents other VMs
 /// fetched.
@@ -43,8 +48,6 @@ const WAIT_TICK: Duration = Duration::from_millis(20);
 pub(crate) const KICK: Duration = Duration::from_millis(1);
 /// A claim on a fetch outlives the fetch timeout by this much before others may take over.
 const LEASE_GRACE_MS: u64 = 2000;
-/// A paused request is decided again at the latest this long after the fetch timeout.
-const WAIT_GRACE_MS: u64 = 2000;
 /// How long a request whose decision needs its body waits for the first body callback.
 /// Clients send the body of an MCP POST right behind its headers, so in practice none
 /// arriving means Envoy runs the plugin without `allow_on_headers_stop_iteration: true` and
@@ -210,45 +213,37 @@ pub(crate) struct StreamState {
 pub(crate) enum Step {
     Forwarded,
     Answered,
-    /// Pause it until this issuer's next fetch attempt finishes.
-    Wait(IssuerId),
+    /// Paused until the key schedule wakes it.
+    Wait(WaitId),
     /// Paused until the introspection call it made answers.
     Introspecting,
     /// Paused while its body is buffered.
     ReadBody,
 }
 
-/// A paused request.
+/// A request paused for keys.
 #[derive(Debug)]
 pub(crate) struct Waiter {
     pub context_id: u32,
     pub stream: Weak<RefCell<StreamState>>,
-    pub what: WaitFor,
+    pub wait: WaitId,
+}
+
+/// A request waiting for its first body callback (see [`BODY_WAIT_MS`]).
+#[derive(Debug)]
+pub(crate) struct BodyWaiter {
+    pub context_id: u32,
+    pub stream: Weak<RefCell<StreamState>>,
     pub deadline_ms: u64,
 }
 
-/// What a paused request waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WaitFor {
-    /// Keys of this issuer. `seen_seq` is the lease sequence number when it paused: any
-    /// finished attempt after that wakes it.
-    Keys { issuer: IssuerId, seen_seq: u64 },
-    /// Its first body callback (see [`BODY_WAIT_MS`]).
-    Body,
-}
-
-impl Waiter {
-    fn for_keys(&self, issuer: IssuerId) -> bool {
-        matches!(self.what, WaitFor::Keys { issuer: i, .. } if i == issuer)
-    }
-}
-
-/// A fetch this VM has in flight.
-#[derive(Debug, Clone, Copy)]
-struct InFlight {
-    token: u32,
-    holder: u64,
-    started_at: u64,
+/// A fetch of this VM's schedule, as this VM carries it out.
+#[derive(Debug, Clone)]
+enum Carried {
+    /// This VM holds the lease and made the call (its token).
+    Calling { token: u32, holder: u64 },
+    /// Another VM holds the lease: this attempt ends when that VM's does.
+    Riding,
 }
 
 /// A remote JWKS this VM keeps in step with the shared document.
@@ -257,29 +252,25 @@ struct Remote {
     issuer: IssuerId,
     /// The `iss` (for logs; never secret).
     name: String,
-    cluster: String,
-    authority: String,
-    path: String,
-    timeout_ms: u64,
-    max_body_bytes: usize,
     keys: shared::Keys,
     /// The lease sequence number last acted on.
     seen_seq: u64,
     /// The document version installed here (0: none).
     installed: u64,
-    /// Latest attempt start known here (s): the store's cooldown runs from it.
-    last_attempt: u64,
-    fetch: Option<InFlight>,
+    /// This VM's attempt in flight.
+    own: Option<(JwksFetch, Carried)>,
 }
 
 /// One configured plugin in one VM.
 pub(crate) struct Filter {
     gateway: Gateway,
     keys: KeyStore,
+    schedule: KeySchedule,
     cache: TokenCache,
     metrics: Metrics,
     remotes: Vec<Remote>,
     waiters: Vec<Waiter>,
+    body_waiters: Vec<BodyWaiter>,
     tick: Duration,
     /// Makes lease holder ids unique within the VM.
     claims: u64,
@@ -309,6 +300,7 @@ impl Filter {
         let body_rules = body_rule_count(bytes);
         let remotes = remotes(&config)?;
         let keys = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
+        let schedule = KeySchedule::new(&config, host::now_ms());
         let gateway = Gateway::new(config);
         let cache = gateway.new_keyed_cache(host::random_key());
         for r in &remotes {
@@ -317,10 +309,12 @@ impl Filter {
         Ok(Filter {
             gateway,
             keys,
+            schedule,
             cache,
             metrics: Metrics::define(),
             remotes,
             waiters: Vec::new(),
+            body_waiters: Vec::new(),
             tick: KICK,
             claims: 0,
             bodies_delivered: false,
@@ -377,17 +371,16 @@ impl Filter {
         if let Some(r) =
             answer_before_body(&self.gateway, &req, limit, now, &self.keys, &mut self.cache)
         {
-            return self.carry_out(Verdict::Respond(r), state, now, false);
+            return self.carry_out(Verdict::Respond(r), state, now_ms, None);
         }
         state.request = Some(req);
         state.body_limit = limit;
         state.body_started = false;
         state.body_size = 0;
         state.phase = Phase::ReadingBody;
-        self.waiters.push(Waiter {
+        self.body_waiters.push(BodyWaiter {
             context_id,
             stream,
-            what: WaitFor::Body,
             deadline_ms: now_ms.saturating_add(BODY_WAIT_MS),
         });
         if self.tick > BODY_TICK {
@@ -400,28 +393,28 @@ impl Filter {
     /// paused filters, so the request no longer needs its deadline.
     pub fn body_arrived(&mut self, context_id: u32) {
         self.bodies_delivered = true;
-        self.waiters
-            .retain(|w| !(w.what == WaitFor::Body && w.context_id == context_id));
+        self.body_waiters.retain(|w| w.context_id != context_id);
     }
 
-    /// Decides a request and carries the decision out on the current stream. `woken` is set
-    /// when a paused request is decided again: it is answered now, whatever happens.
+    /// Decides a request and carries the decision out on the current stream. `previous` is
+    /// set when a paused request is decided again: the schedule then decides whether it may
+    /// wait once more.
     pub fn handle(
         &mut self,
         req: &OwnedRequest,
         state: &mut StreamState,
         now_ms: u64,
-        woken: bool,
+        previous: Option<WaitId>,
     ) -> Step {
         let now = now_ms / 1000;
         let mut verdict = req.decide(self, now);
-        if let Verdict::FetchKeys(kf) = &verdict {
+        if let Verdict::AwaitKeys(need) = &verdict {
             // Another VM may have fetched since the last tick: look before waiting.
-            if !woken && self.sync_issuer(kf.issuer, now_ms) {
+            if previous.is_none() && self.sync_issuer(need.issuer, now_ms) {
                 verdict = req.decide(self, now);
             }
         }
-        self.carry_out(verdict, state, now, woken)
+        self.carry_out(verdict, state, now_ms, previous)
     }
 
     /// Carries a verdict out on the current stream and records where the request stands.
@@ -429,37 +422,43 @@ impl Filter {
         &mut self,
         verdict: Verdict,
         state: &mut StreamState,
-        now: u64,
-        woken: bool,
+        now_ms: u64,
+        previous: Option<WaitId>,
     ) -> Step {
+        let now = now_ms / 1000;
         let step = match verdict {
             Verdict::Respond(r) => self.respond(r),
             Verdict::Forward(f) => self.forward(f, state),
-            Verdict::FetchKeys(kf) if !woken => {
-                host::debug(|| {
-                    let why = if kf.unknown_kid {
-                        "unknown kid"
-                    } else {
-                        "no usable keys"
-                    };
-                    format!(
-                        "request paused for keys of {} ({why})",
-                        self.issuer_name(kf.issuer)
-                    )
-                });
-                Step::Wait(kf.issuer)
+            Verdict::AwaitKeys(need) => {
+                let issuer = need.issuer;
+                let unknown_kid = need.unknown_kid;
+                match self.schedule.wait(need, previous, now_ms, &self.keys) {
+                    Wait::Paused(id) => {
+                        host::debug(|| {
+                            let why = if unknown_kid {
+                                "unknown kid"
+                            } else {
+                                "no usable keys"
+                            };
+                            format!(
+                                "request paused for keys of {} ({why})",
+                                self.issuer_name(issuer)
+                            )
+                        });
+                        // The root context carries out the fetch (and the wake-up).
+                        self.set_tick(KICK);
+                        Step::Wait(id)
+                    }
+                    Wait::Refused(r) => self.respond(r),
+                }
             }
-            Verdict::FetchKeys(kf) => {
-                // Only possible with a zero refetch cooldown: never wait twice.
-                self.respond(self.gateway.keys_unavailable(kf.issuer))
-            }
-            Verdict::Introspect(job) if !woken => self.introspect(job, state, now),
+            Verdict::Introspect(job) if previous.is_none() => self.introspect(job, state, now),
             Verdict::Introspect(job) => {
                 // Only the request's own context can make the call (and get its answer).
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v, state, now, true)
+                self.carry_out(v, state, now_ms, previous)
             }
             Verdict::VerifySignature(job) => {
                 // The ring provider verifies synchronously; a deferred job would mean
@@ -467,13 +466,7 @@ impl Filter {
                 host::error(|| {
                     "signature verification was deferred; refusing the token".to_string()
                 });
-                let v = self
-                    .gateway
-                    .resume(job, false, now, &self.keys, &mut self.cache);
-                match v {
-                    Verdict::Respond(r) => self.respond(r),
-                    _ => self.respond(self.gateway.keys_unavailable(IssuerId(0))),
-                }
+                self.respond(self.gateway.reject(job))
             }
         };
         state.phase = match step {
@@ -521,7 +514,7 @@ impl Filter {
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v, state, now, true)
+                self.carry_out(v, state, now.saturating_mul(1000), None)
             }
         }
     }
@@ -545,7 +538,7 @@ impl Filter {
         let v = self
             .gateway
             .resume_introspection(job, answer, now, &mut self.cache);
-        self.carry_out(v, state, now, true)
+        self.carry_out(v, state, now_ms, None)
     }
 
     fn respond(&self, r: Response) -> Step {
@@ -577,66 +570,58 @@ impl Filter {
         Step::Forwarded
     }
 
-    /// Pauses a request until keys come, and has the root context look at once.
+    /// Keeps a request the schedule paused, to decide it again when it is woken.
     pub fn add_waiter(
         &mut self,
         context_id: u32,
         stream: Weak<RefCell<StreamState>>,
-        issuer: IssuerId,
-        now_ms: u64,
+        wait: WaitId,
     ) {
-        let (seen_seq, timeout_ms) = self
-            .remote(issuer)
-            .map_or((0, 0), |r| (r.seen_seq, r.timeout_ms));
         self.waiters.push(Waiter {
             context_id,
             stream,
-            what: WaitFor::Keys { issuer, seen_seq },
-            deadline_ms: now_ms
-                .saturating_add(timeout_ms)
-                .saturating_add(WAIT_GRACE_MS),
+            wait,
         });
-        self.set_tick(KICK);
     }
 
-    /// The periodic work of the root context: pick up documents other VMs published, start
-    /// due fetches, and never let a paused request wait past its deadline.
+    /// The periodic work of the root context: pick up documents other VMs published, carry
+    /// out the fetches the schedule wants, decide the requests it wakes, and answer requests
+    /// whose body never came.
     pub fn on_tick(&mut self, root_id: u32, now_ms: u64) {
         for i in 0..self.remotes.len() {
-            if self.sync(i, now_ms) {
-                self.wake_finished(root_id, i, now_ms);
-            }
-            self.maybe_fetch(root_id, i, now_ms);
+            self.sync(i, now_ms);
         }
-        let expired: Vec<Waiter> =
-            self.take_waiters(|w| w.deadline_ms <= now_ms || w.stream.strong_count() == 0);
-        let (bodies, keys): (Vec<Waiter>, Vec<Waiter>) = expired
-            .into_iter()
-            .filter(|w| w.stream.strong_count() > 0)
-            .partition(|w| w.what == WaitFor::Body);
-        if !keys.is_empty() {
-            host::warn(|| {
-                format!(
-                    "{} request(s) waited too long for keys; answering without",
-                    keys.len()
-                )
-            });
-        }
-        self.wake(root_id, keys, now_ms);
-        self.bodies_missing(root_id, bodies);
-        let period = if self
-            .waiters
-            .iter()
-            .any(|w| matches!(w.what, WaitFor::Keys { .. }))
-        {
+        self.pump(root_id, now_ms);
+        let now_ms = host::now_ms().max(now_ms);
+        let (expired, kept): (Vec<BodyWaiter>, Vec<BodyWaiter>) =
+            std::mem::take(&mut self.body_waiters)
+                .into_iter()
+                .filter(|w| w.stream.strong_count() > 0)
+                .partition(|w| w.deadline_ms <= now_ms);
+        self.body_waiters = kept;
+        self.bodies_missing(root_id, expired);
+        self.schedule_tick(now_ms);
+    }
+
+    /// The tick period: fast while this VM waits on other VMs' fetches or requests wait;
+    /// otherwise until the schedule's next deadline, at most [`IDLE_TICK`] (other VMs'
+    /// documents are picked up on ticks).
+    fn schedule_tick(&mut self, now_ms: u64) {
+        let riding = self.remotes.iter().any(|r| r.own.is_some());
+        let period = if self.schedule.has_waiters() || riding {
             WAIT_TICK
-        } else if !self.waiters.is_empty() {
+        } else if !self.body_waiters.is_empty() {
             BODY_TICK
-        } else if self.remotes.iter().any(|r| r.installed == 0) {
+        } else if self.schedule.any_unloaded() {
             NO_KEYS_TICK
         } else {
             IDLE_TICK
         };
+        let due = self
+            .schedule
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms)));
+        let period = due.map_or(period, |d| d.min(period)).max(KICK);
         self.set_tick(period);
     }
 
@@ -647,15 +632,19 @@ impl Filter {
         }
     }
 
-    fn remote(&self, issuer: IssuerId) -> Option<&Remote> {
-        self.remotes.iter().find(|r| r.issuer == issuer)
-    }
-
     fn issuer_name(&self, issuer: IssuerId) -> &str {
         self.gateway
             .config()
             .issuer(issuer)
             .map_or("?", |i| i.issuer.as_str())
+    }
+
+    /// Carries out what the schedule wants now: its fetches, then its wake-ups.
+    fn pump(&mut self, root_id: u32, now_ms: u64) {
+        while let Some(fetch) = self.schedule.poll_fetch(now_ms) {
+            self.start(fetch, now_ms);
+        }
+        self.wake(root_id, now_ms);
     }
 
     /// Brings one issuer up to date with shared data; true if an attempt finished since.
@@ -666,8 +655,9 @@ impl Filter {
         }
     }
 
-    /// Reads the lease of remote `i`; when an attempt finished since we last looked, adopts
-    /// its cooldown and installs its document if newer. True if anything finished.
+    /// Reads the lease of remote `i`; when an attempt finished since we last looked (on any
+    /// VM), installs its document if newer, adopts its kid-fetch time, and ends this VM's
+    /// attempt if it rode on it. True if anything finished.
     fn sync(&mut self, i: usize, now_ms: u64) -> bool {
         let Some(r) = self.remotes.get(i) else {
             return false;
@@ -681,109 +671,125 @@ impl Filter {
             if let Some(bytes) = shared::host::read_document(&r.keys) {
                 if let Some(doc) = Document::decode(&bytes) {
                     if doc.version > installed {
-                        self.install(i, &doc, now_ms);
+                        self.install_shared(i, &doc, now_ms);
                     }
                 }
             }
         }
-        self.note_attempt(issuer, lease.last_attempt);
-        if let Some(r) = self.remotes.get_mut(i) {
-            r.seen_seq = lease.seq;
+        if lease.last_kid_ms > 0 {
+            self.schedule
+                .handle_kid_fetch_elsewhere(issuer, lease.last_kid_ms);
+        }
+        let Some(r) = self.remotes.get_mut(i) else {
+            return true;
+        };
+        r.seen_seq = lease.seq;
+        if let Some((fetch, Carried::Riding)) = &r.own {
+            let id = fetch.id;
+            r.own = None;
+            let ok = lease.last_ok;
+            self.schedule
+                .handle_fetch(id, FetchOutcome::Shared { ok }, now_ms, &mut self.keys);
         }
         true
     }
 
     /// Installs a document another VM published.
-    fn install(&mut self, i: usize, doc: &Document<'_>, now_ms: u64) {
+    fn install_shared(&mut self, i: usize, doc: &Document<'_>, now_ms: u64) {
         let Some(r) = self.remotes.get_mut(i) else {
             return;
         };
-        let issuer = r.issuer;
-        match self
-            .keys
-            .install_jwks(issuer, doc.body, doc.cache_control, doc.fetched_at)
-        {
-            Ok(report) => {
-                r.installed = doc.version;
-                log_install(&r.name, &report, now_ms / 1000, false);
-            }
-            Err(e) => {
-                // It installed where it was fetched, so this is an algorithm mismatch
-                // between two plugins sharing one JWKS: keep what we have.
-                r.installed = doc.version;
-                host::warn(|| format!("JWKS of {} from another VM not usable here: {e}", r.name));
-            }
+        r.installed = doc.version;
+        let (issuer, name) = (r.issuer, r.name.clone());
+        match self.schedule.handle_document(
+            issuer,
+            doc.body,
+            doc.cache_control,
+            doc.fetched_at,
+            now_ms,
+            &mut self.keys,
+        ) {
+            Ok(report) => log_shared_install(&name, &report, now_ms / 1000),
+            // It installed where it was fetched, so this is an algorithm mismatch between
+            // two plugins sharing one JWKS: keep what we have.
+            Err(e) => host::warn(|| format!("JWKS of {name} from another VM not usable here: {e}")),
         }
     }
 
-    /// The store's cooldown runs from the latest attempt any VM made.
-    fn note_attempt(&mut self, issuer: IssuerId, started_at: u64) {
-        let Some(r) = self.remotes.iter_mut().find(|r| r.issuer == issuer) else {
+    /// Carries out one fetch of the schedule: claims the lease and calls, or rides on the
+    /// attempt of the VM that holds it.
+    fn start(&mut self, fetch: JwksFetch, now_ms: u64) {
+        let Some(i) = self.remotes.iter().position(|r| r.issuer == fetch.issuer) else {
+            // Not a remote of this config (never: the schedule is built from it).
+            let _ = self.schedule.handle_fetch(
+                fetch.id,
+                FetchOutcome::Failed(Failure::NotSent),
+                now_ms,
+                &mut self.keys,
+            );
             return;
         };
-        if started_at > r.last_attempt {
-            r.last_attempt = started_at;
-            self.keys.fetch_started(issuer, started_at);
-        }
-    }
-
-    /// Starts a fetch of remote `i` when requests wait for it or its keys are due, no fetch
-    /// is in flight anywhere, and this VM wins the claim.
-    fn maybe_fetch(&mut self, root_id: u32, i: usize, now_ms: u64) {
-        let now = now_ms / 1000;
         let Some(r) = self.remotes.get(i) else { return };
-        if r.fetch.is_some() {
-            return;
-        }
-        let waited_for = self.waiters.iter().any(|w| w.for_keys(r.issuer));
-        if !waited_for && !self.keys.refresh_due(r.issuer, now) {
-            return;
-        }
         let (lease, _) = shared::host::read_lease(&r.keys);
-        if lease.seq != r.seen_seq || lease.busy(now_ms) {
-            return; // someone finished or is fetching: the next tick picks it up
+        if lease.busy(now_ms) {
+            host::debug(|| format!("JWKS of {}: another worker is fetching", r.name));
+            if let Some(r) = self.remotes.get_mut(i) {
+                r.own = Some((fetch, Carried::Riding));
+            }
+            return;
         }
         self.claims = self.claims.wrapping_add(1);
-        let holder = holder_id(root_id, self.claims, now_ms);
+        let holder = holder_id(self.claims, now_ms);
         let expires = now_ms
-            .saturating_add(r.timeout_ms)
+            .saturating_add(u64::from(fetch.timeout_ms))
             .saturating_add(LEASE_GRACE_MS);
         if shared::host::claim(&r.keys, holder, now_ms, expires).is_none() {
+            if let Some(r) = self.remotes.get_mut(i) {
+                r.own = Some((fetch, Carried::Riding));
+            }
             return;
         }
-        let headers = vec![
+        let cluster = fetch.cluster.clone().unwrap_or_default();
+        let mut headers = vec![
             (":method", "GET"),
-            (":path", r.path.as_str()),
-            (":authority", r.authority.as_str()),
-            ("accept", "application/jwk-set+json, application/json"),
-            ("user-agent", "mcp-edge-auth"),
+            (":path", fetch.path.as_str()),
+            (":authority", fetch.authority.as_str()),
         ];
-        let timeout = Duration::from_millis(r.timeout_ms);
-        match hostcalls::dispatch_http_call(&r.cluster, headers, None, vec![], timeout) {
+        headers.extend(fetch.headers.iter().copied());
+        let timeout = Duration::from_millis(u64::from(fetch.timeout_ms));
+        match hostcalls::dispatch_http_call(&cluster, headers, None, vec![], timeout) {
             Ok(token) => {
-                host::debug(|| format!("fetching JWKS of {} from cluster {}", r.name, r.cluster));
+                host::debug(|| {
+                    format!(
+                        "fetching JWKS of {} from cluster {cluster} ({})",
+                        r.name,
+                        fetch.trigger.as_str()
+                    )
+                });
                 if let Some(r) = self.remotes.get_mut(i) {
-                    r.fetch = Some(InFlight {
-                        token,
-                        holder,
-                        started_at: now,
-                    });
+                    r.own = Some((fetch, Carried::Calling { token, holder }));
                 }
             }
             Err(status) => {
                 host::error(|| {
                     format!(
-                        "cannot fetch JWKS of {}: Envoy refused the call ({status:?}); is cluster \"{}\" defined?",
-                        r.name, r.cluster
+                        "cannot fetch JWKS of {}: Envoy refused the call ({status:?}); is cluster \"{cluster}\" defined?",
+                        r.name
                     )
                 });
-                self.metrics.fetch(false);
-                self.finish(root_id, i, holder, now, None, now_ms);
+                self.finish(
+                    i,
+                    &fetch,
+                    holder,
+                    FetchOutcome::Failed(Failure::NotSent),
+                    None,
+                    now_ms,
+                );
             }
         }
     }
 
-    /// Handles the response (or failure) of a JWKS fetch.
+    /// Handles the response (or failure) of a JWKS fetch this VM made.
     pub fn on_fetch_response(
         &mut self,
         root_id: u32,
@@ -792,18 +798,16 @@ impl Filter {
         body_size: usize,
         now_ms: u64,
     ) {
-        let Some(i) = self
-            .remotes
-            .iter()
-            .position(|r| r.fetch.is_some_and(|f| f.token == token))
+        let Some(i) = self.remotes.iter().position(
+            |r| matches!(&r.own, Some((_, Carried::Calling { token: t, .. })) if *t == token),
+        ) else {
+            return;
+        };
+        let Some((fetch, Carried::Calling { holder, .. })) =
+            self.remotes.get_mut(i).and_then(|r| r.own.take())
         else {
             return;
         };
-        let Some(r) = self.remotes.get_mut(i) else {
-            return;
-        };
-        let Some(flight) = r.fetch.take() else { return };
-        let now = now_ms / 1000;
         let headers = if num_headers == 0 {
             Vec::new()
         } else {
@@ -817,102 +821,76 @@ impl Filter {
         };
         let status = header(":status").and_then(|s| s.parse::<u16>().ok());
         let cache_control = header("cache-control");
-        let (name, issuer, max) = (r.name.clone(), r.issuer, r.max_body_bytes);
-        let outcome: Result<(InstallReport, Vec<u8>), String> = match status {
-            None => Err("no response (timeout, or the cluster could not connect)".to_string()),
-            Some(200) if body_size > max => {
-                Err(format!("the body is larger than max_body_bytes ({max})"))
-            }
-            Some(200) => {
-                let body = host::call_response_body(body_size);
-                match self.keys.install_jwks(issuer, &body, cache_control, now) {
-                    Ok(report) => Ok((report, body)),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            Some(s) => Err(format!("HTTP status {s}")),
+        let body = match status {
+            Some(_) if body_size <= fetch.max_body_bytes => host::call_response_body(body_size),
+            _ => Vec::new(),
         };
-        match outcome {
-            Ok((report, body)) => {
-                self.metrics.fetch(true);
-                log_install(&name, &report, now, true);
-                let published = Some((now, cache_control, body.as_slice()));
-                self.finish(
-                    root_id,
-                    i,
-                    flight.holder,
-                    flight.started_at,
-                    published,
-                    now_ms,
-                );
-            }
-            Err(why) => {
-                self.metrics.fetch(false);
-                host::warn(|| {
-                    format!("JWKS fetch for {name} failed: {why}; cached keys (if any) stay in use")
-                });
-                self.finish(root_id, i, flight.holder, flight.started_at, None, now_ms);
-            }
-        }
+        let outcome = match status {
+            None => FetchOutcome::Failed(Failure::Connection),
+            Some(_) if body_size > fetch.max_body_bytes => FetchOutcome::TooLarge,
+            Some(status) => FetchOutcome::Response {
+                status,
+                cache_control,
+                body: &body,
+            },
+        };
+        let published = Some((now_ms / 1000, cache_control, body.as_slice()));
+        self.finish(i, &fetch, holder, outcome, published, now_ms);
+        self.pump(root_id, now_ms);
+        self.schedule_tick(now_ms);
     }
 
-    /// Records a finished attempt in shared data (publishing the document if there is one),
-    /// starts the cooldown here, and decides the requests that waited for it.
+    /// Ends an attempt this VM made: the schedule installs and logs it, and the lease records
+    /// it for the other VMs (with the document, when it brought keys).
     fn finish(
         &mut self,
-        root_id: u32,
         i: usize,
+        fetch: &JwksFetch,
         holder: u64,
-        started_at: u64,
-        fetched: Option<(u64, Option<&str>, &[u8])>,
+        outcome: FetchOutcome<'_>,
+        published: Option<(u64, Option<&str>, &[u8])>,
         now_ms: u64,
     ) {
+        let report = self
+            .schedule
+            .handle_fetch(fetch.id, outcome, now_ms, &mut self.keys);
         let Some(r) = self.remotes.get_mut(i) else {
             return;
         };
-        let issuer = r.issuer;
-        if let Some(lease) = shared::host::finish(&r.keys, holder, started_at, fetched) {
-            adopt(r, &lease, fetched.is_some());
-        } else {
-            host::warn(|| {
+        let ok = report.as_ref().is_some_and(FetchReport::ok);
+        if let Some(report) = &report {
+            self.metrics.fetch(ok);
+            log_report(&r.name, report);
+        }
+        let kid_started = (fetch.trigger == Trigger::UnknownKid)
+            .then(|| self.schedule.last_kid_fetch(fetch.issuer))
+            .flatten();
+        let published = published.filter(|_| ok);
+        match shared::host::finish(&r.keys, holder, kid_started, published) {
+            Some(lease) => {
+                r.seen_seq = lease.seq;
+                if published.is_some() {
+                    r.installed = lease.version;
+                }
+            }
+            None => host::warn(|| {
                 format!(
                     "could not record the JWKS fetch of {} in shared data",
                     r.name
                 )
-            });
+            }),
         }
-        self.note_attempt(issuer, started_at);
-        self.wake_finished(root_id, i, now_ms);
     }
 
-    /// Decides every request waiting on remote `i` that paused before its latest attempt.
-    fn wake_finished(&mut self, root_id: u32, i: usize, now_ms: u64) {
-        let Some(r) = self.remotes.get(i) else { return };
-        let (issuer, seq) = (r.issuer, r.seen_seq);
-        let ready = self.take_waiters(|w| {
-            matches!(w.what, WaitFor::Keys { issuer: i, seen_seq } if i == issuer && seen_seq != seq)
-        });
-        self.wake(root_id, ready, now_ms);
-    }
-
-    fn take_waiters(&mut self, pick: impl Fn(&Waiter) -> bool) -> Vec<Waiter> {
-        let (picked, kept) = std::mem::take(&mut self.waiters)
-            .into_iter()
-            .partition(|w| pick(w));
-        self.waiters = kept;
-        picked
-    }
-
-    /// Decides paused requests again, from the root context: each is answered or resumed.
-    fn wake(&mut self, root_id: u32, waiters: Vec<Waiter>, now_ms: u64) {
-        if waiters.is_empty() {
-            return;
-        }
-        let now = now_ms / 1000;
-        for w in waiters {
-            let WaitFor::Keys { issuer, .. } = w.what else {
+    /// Decides again every paused request the schedule wakes, from the root context: each
+    /// is answered, resumed, or paused once more.
+    fn wake(&mut self, root_id: u32, now_ms: u64) {
+        let mut switched = false;
+        while let Some(id) = self.schedule.poll_wake(now_ms) {
+            let Some(pos) = self.waiters.iter().position(|w| w.wait == id) else {
                 continue;
             };
+            let w = self.waiters.swap_remove(pos);
             let Some(stream) = w.stream.upgrade() else {
                 continue;
             };
@@ -925,15 +903,30 @@ impl Filter {
             if !host::switch_to(w.context_id) {
                 continue;
             }
-            // A fetch slower than the cooldown would let the core ask for keys again.
-            if self.keys.may_fetch(issuer, now) {
-                self.note_attempt(issuer, now);
-            }
-            if self.handle(&req, &mut state, now_ms, true) == Step::Forwarded {
-                host::resume_request();
+            switched = true;
+            match self.handle(&req, &mut state, now_ms, Some(id)) {
+                Step::Forwarded => host::resume_request(),
+                Step::Wait(again) => {
+                    state.request = Some(req);
+                    self.add_waiter(w.context_id, w.stream.clone(), again);
+                }
+                _ => {}
             }
         }
-        host::switch_to(root_id);
+        // Forget requests whose client went away.
+        let gone: Vec<WaitId> = self
+            .waiters
+            .iter()
+            .filter(|w| w.stream.strong_count() == 0)
+            .map(|w| w.wait)
+            .collect();
+        for id in gone {
+            self.schedule.cancel(id);
+        }
+        self.waiters.retain(|w| w.stream.strong_count() > 0);
+        if switched {
+            host::switch_to(root_id);
+        }
     }
 
     /// Answers the requests that got no body callback within [`BODY_WAIT_MS`] of their
@@ -942,7 +935,7 @@ impl Filter {
     /// true`): 500, never a pass, and one error in the log. Once bodies have been seen to
     /// arrive, the setting is on and the client is just slow to send: its request is left
     /// to Envoy's own timeouts, like any slow upload.
-    fn bodies_missing(&mut self, root_id: u32, waiters: Vec<Waiter>) {
+    fn bodies_missing(&mut self, root_id: u32, waiters: Vec<BodyWaiter>) {
         if waiters.is_empty() {
             return;
         }
@@ -1003,65 +996,47 @@ fn body_unavailable_json() -> String {
     .to_string()
 }
 
-/// Updates a remote after this VM wrote `lease`.
-fn adopt(r: &mut Remote, lease: &Lease, published: bool) {
-    r.seen_seq = lease.seq;
-    if published {
-        r.installed = lease.version;
+/// Logs what an attempt of this VM did (the schedule words it).
+fn log_report(name: &str, report: &FetchReport) {
+    let (level, line) = report.log_line(name);
+    let level = match level {
+        schedule::LogLevel::Debug => LogLevel::Debug,
+        schedule::LogLevel::Info => LogLevel::Info,
+        schedule::LogLevel::Warn => LogLevel::Warn,
+    };
+    host::log(level, || line);
+    for skipped in report.skipped_lines(name) {
+        host::warn(|| skipped);
     }
 }
 
-/// Logs an installed key set. The VM that fetched speaks at `info` (a change) and `warn`
-/// (skipped keys); the others, installing the same document, only at `debug`, so that one
-/// rotation is one log line, not one per worker.
-fn log_install(name: &str, report: &InstallReport, now: u64, fetched: bool) {
+/// Logs a key set another VM fetched, at `debug`: one rotation is one log line (the fetching
+/// VM's), not one per worker.
+fn log_shared_install(name: &str, report: &InstallReport, now: u64) {
     let ttl = report.refresh_at.saturating_sub(now);
-    let how = if fetched {
-        "fetched"
-    } else {
-        "shared by another VM"
-    };
-    let level = match (fetched, report.changed) {
-        (true, true) => LogLevel::Info,
-        _ => LogLevel::Debug,
-    };
-    host::log(level, || {
-        let what = if report.changed {
-            "in use"
-        } else {
-            "unchanged"
-        };
+    host::debug(|| {
         format!(
-            "JWKS of {name} {how}: {} key(s) {what}, refresh in {ttl}s",
+            "JWKS of {name} shared by another VM: {} key(s), refresh in {ttl}s",
             report.keys
         )
     });
-    for s in &report.skipped {
-        host::log(
-            if fetched {
-                LogLevel::Warn
-            } else {
-                LogLevel::Debug
-            },
-            || {
-                format!(
-                    "JWKS of {name}: key #{} (kid {}) skipped: {}",
-                    s.index,
-                    s.kid.as_deref().unwrap_or("-"),
-                    s.reason
-                )
-            },
-        );
-    }
 }
 
-/// A claim id unique enough across VMs (time) and within one (counter).
-fn holder_id(root_id: u32, n: u64, now_ms: u64) -> u64 {
+/// A claim id unique enough across VMs (time, and the VM's randomness) and within one
+/// (counter).
+fn holder_id(n: u64, now_ms: u64) -> u64 {
     let ns = hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(now_ms, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    (ns ^ (u64::from(root_id) << 48) ^ n.rotate_left(32)) | 1
+    (ns ^ vm_salt() ^ n.rotate_left(32)) | 1
+}
+
+/// A random number drawn once per VM.
+fn vm_salt() -> u64 {
+    use std::sync::OnceLock;
+    static SALT: OnceLock<u64> = OnceLock::new();
+    *SALT.get_or_init(|| host::random_key().0)
 }
 
 /// How many resources have MCP rules (read from the JSON: the core keeps them private).
@@ -1082,26 +1057,20 @@ fn remotes(config: &Config) -> Result<Vec<Remote>, String> {
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, iss) in config.issuers() {
-        let KeySource::Remote(remote) = &iss.source else {
+        let mcp_edge_auth_core::config::KeySource::Remote(remote) = &iss.source else {
             continue;
         };
-        let Some(cluster) = remote.cluster.clone() else {
+        let Some(cluster) = remote.cluster.as_deref() else {
             // require_clusters has refused this already; never an issuer without fetches.
             return Err(format!("config: {}: no cluster", config.issuer_path(id)));
         };
         out.push(Remote {
             issuer: id,
             name: iss.issuer.clone(),
-            keys: shared::Keys::new(&cluster, &remote.authority, &remote.path),
-            cluster,
-            authority: remote.authority.clone(),
-            path: remote.path.clone(),
-            timeout_ms: u64::from(remote.timeout_ms),
-            max_body_bytes: usize::try_from(remote.max_body_bytes).unwrap_or(usize::MAX),
+            keys: shared::Keys::new(cluster, &remote.authority, &remote.path),
             seen_seq: 0,
             installed: 0,
-            last_attempt: 0,
-            fetch: None,
+            own: None,
         });
     }
     Ok(out)
@@ -1143,9 +1112,10 @@ mod tests {
         let bytes = config(remote(Some("idp")), serde_json::json!({}));
         let r = remotes(&Config::from_json(&bytes).unwrap()).unwrap();
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].cluster, "idp");
-        assert_eq!(r[0].authority, "as.example.com");
-        assert_eq!(r[0].path, "/jwks");
+        assert_eq!(
+            r[0].keys,
+            shared::Keys::new("idp", "as.example.com", "/jwks")
+        );
     }
 
     fn rules() -> serde_json::Value {

@@ -8,14 +8,18 @@
 //!
 //! * a small **lease** record, polled on every tick: who is fetching now (and until when the
 //!   claim holds, so that a VM that dies mid-fetch does not block the others), a sequence
-//!   number bumped by every finished attempt, when the last attempt started (so that every
-//!   VM honours the same refetch cooldown) and which version of the document is current;
+//!   number bumped by every finished attempt, when the last kid-triggered attempt started
+//!   (so that every VM honours the same refetch cooldown) and which version of the document
+//!   is current;
 //! * the **document** record: version, fetch time, `Cache-Control` and the body itself,
 //!   read only when the lease says the version changed.
 //!
 //! A VM claims the lease with compare-and-swap before it fetches; the others wait for the
 //! sequence number to move and install the document it published. The records are plain
-//! text (`v1 …` then the body), parsed without panicking on any content.
+//! text (`v2 …` then the body), parsed without panicking on any content.
+//!
+//! When to fetch is not decided here: each VM's [`KeySchedule`](mcp_edge_auth_core::KeySchedule)
+//! says so, and this module only makes sure that VMs asking at the same time share one fetch.
 
 /// The lease record of one JWKS source.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,8 +30,8 @@ pub(crate) struct Lease {
     pub holder: u64,
     /// Until when (ms since the epoch) the claim holds.
     pub expires_ms: u64,
-    /// When the latest finished attempt started (s since the epoch; 0: never).
-    pub last_attempt: u64,
+    /// When the latest kid-triggered attempt started (ms since the epoch; 0: never).
+    pub last_kid_ms: u64,
     /// Whether the latest finished attempt succeeded.
     pub last_ok: bool,
     /// Version of the current document (0: none yet).
@@ -42,11 +46,11 @@ impl Lease {
 
     pub fn encode(&self) -> String {
         format!(
-            "v1 {} {} {} {} {} {}",
+            "v2 {} {} {} {} {} {}",
             self.seq,
             self.holder,
             self.expires_ms,
-            self.last_attempt,
+            self.last_kid_ms,
             u8::from(self.last_ok),
             self.version
         )
@@ -55,7 +59,7 @@ impl Lease {
     pub fn decode(bytes: &[u8]) -> Option<Lease> {
         let text = core::str::from_utf8(bytes).ok()?;
         let mut it = text.split(' ');
-        if it.next()? != "v1" {
+        if it.next()? != "v2" {
             return None;
         }
         let mut num = || it.next().and_then(|s| s.parse::<u64>().ok());
@@ -63,7 +67,7 @@ impl Lease {
             seq: num()?,
             holder: num()?,
             expires_ms: num()?,
-            last_attempt: num()?,
+            last_kid_ms: num()?,
             last_ok: num()? == 1,
             version: num()?,
         };
@@ -130,7 +134,7 @@ pub(crate) struct Keys {
 
 impl Keys {
     pub fn new(cluster: &str, authority: &str, path: &str) -> Keys {
-        let base = format!("mcp_edge_auth/v1/jwks/{cluster}/{authority}{path}");
+        let base = format!("mcp_edge_auth/v2/jwks/{cluster}/{authority}{path}");
         Keys {
             lease: format!("{base}#lease"),
             document: format!("{base}#document"),
@@ -190,14 +194,15 @@ pub(crate) mod host {
         }
     }
 
-    /// Records a finished attempt that started at `started_at`, publishing `document` (with
-    /// the new version filled in) when it succeeded, and releases the claim if `holder`
-    /// still holds it. Returns the lease as written, or `None` if every CAS lost (the
-    /// attempt is then simply not recorded; the claim expires on its own).
+    /// Records a finished attempt (kid-triggered ones with their start, `kid_started_ms`),
+    /// publishing `document` (with the new version filled in) when it succeeded, and
+    /// releases the claim if `holder` still holds it. Returns the lease as written, or `None`
+    /// if every CAS lost (the attempt is then simply not recorded; the claim expires on its
+    /// own).
     pub fn finish(
         keys: &Keys,
         holder: u64,
-        started_at: u64,
+        kid_started_ms: Option<u64>,
         fetched: Option<(u64, Option<&str>, &[u8])>,
     ) -> Option<Lease> {
         for _ in 0..CAS_TRIES {
@@ -205,7 +210,7 @@ pub(crate) mod host {
             let seq = cur.seq.wrapping_add(1);
             let mut next = Lease {
                 seq,
-                last_attempt: cur.last_attempt.max(started_at),
+                last_kid_ms: cur.last_kid_ms.max(kid_started_ms.unwrap_or(0)),
                 last_ok: fetched.is_some(),
                 ..cur
             };
@@ -253,7 +258,7 @@ mod tests {
             seq: 7,
             holder: 123456789,
             expires_ms: 1_700_000_000_000,
-            last_attempt: 1_700_000_000,
+            last_kid_ms: 1_700_000_000_000,
             last_ok: true,
             version: 6,
         };
@@ -269,8 +274,8 @@ mod tests {
         for bad in [
             &b""[..],
             b"v1",
-            b"v2 1 2 3 4 1 5",
-            b"v1 1 2 3 4 1",
+            b"v1 1 2 3 4 1 5",
+            b"v2 1 2 3 4 1",
             b"v1 a b c d e f",
             b"\xff\xfe",
         ] {

@@ -639,16 +639,15 @@ impl ConfigRef {
         cluster: &str,
         authority: &str,
         path: &str,
-        accept: &str,
+        extra: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u64, u32> {
-        let headers = [
+        let mut headers = vec![
             Header::of(":method", "GET"),
             Header::of(":path", path),
             Header::of("host", authority),
-            Header::of("accept", accept),
-            Header::of("user-agent", "mcp-edge-auth"),
         ];
+        headers.extend(extra.iter().map(|(n, v)| Header::of(n, v)));
         let mut id = 0u64;
         // SAFETY: live config; every buffer borrowed for the call; `id` is ours.
         let r = unsafe {

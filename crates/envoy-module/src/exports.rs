@@ -212,7 +212,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
                     headers_len,
                     chunks,
                     chunks_len,
-                    cfg.max_jwks_bytes(),
+                    cfg.fetcher.max_body_bytes(),
                 )
             };
             let fetched = Fetched {

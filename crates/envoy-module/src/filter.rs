@@ -8,9 +8,8 @@
 //!
 //! A stream reads only the request headers the core looks at, without copying them, asks
 //! [`Gateway::decide`] and carries the verdict out. A request the core answers with
-//! [`Verdict::FetchKeys`] is paused: it is copied, registered as a waiter (see
-//! [`crate::fetch`]), and decided again on its own worker when the main thread's next
-//! fetch attempt finishes or its deadline passes.
+//! [`Verdict::AwaitKeys`] goes to the core's key schedule (see [`crate::fetch`]): paused, it
+//! is copied and decided again on its own worker when the schedule wakes it.
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,12 +17,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::{
-    Body, Config, Forward, Gateway, IntrospectionJob, IssuerId, KeyStore, Reason, Request,
-    Response, SignatureJob, TokenCache, Verdict,
+    Body, Config, Forward, Gateway, IntrospectionJob, KeySchedule, KeyStore, Reason, Request,
+    Response, TokenCache, Verdict, WaitId,
 };
 
 use crate::abi::{self, status, Filter, HeaderMap, Level};
-use crate::fetch::{self, Fetcher, WaitSlot};
+use crate::fetch::{self, Fetcher, NoWait, WaitSlot};
 use crate::metrics::Metrics;
 
 /// The request headers the core reads (besides the pseudo headers), as the core lists them
@@ -41,19 +40,18 @@ const HEADERS: &[&str] = &[
 /// Event id of a paused stream's wake-up.
 pub(crate) const WAKE: u64 = 1;
 
+/// A secret key for a verified-token cache's hash, from std's per-process randomness.
+fn random_key() -> (u64, u64) {
+    use std::hash::BuildHasher;
+    let s = std::collections::hash_map::RandomState::new();
+    (s.hash_one(0x6b30_u64), s.hash_one(0x6b31_u64))
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The key store and, per issuer, how many fetch attempts have finished. Both change only
-/// under the write lock, so a decision and the attempt count read under one read lock
-/// agree: a paused request knows exactly which attempt it waits for.
-pub(crate) struct Keys {
-    pub store: KeyStore,
-    pub attempts: Vec<u64>,
 }
 
 /// One worker's verified-token cache, on its own cache line.
@@ -63,7 +61,7 @@ struct Shard(Mutex<TokenCache>);
 /// One configured filter (an Envoy filter config), shared by all workers.
 pub struct FilterConfig {
     pub(crate) gateway: Gateway,
-    pub(crate) keys: RwLock<Keys>,
+    pub(crate) keys: RwLock<KeyStore>,
     caches: Box<[Shard]>,
     pub(crate) fetcher: Fetcher,
     /// Envoy counters (defined by `on_http_filter_config_new`, which has the config).
@@ -85,21 +83,20 @@ impl FilterConfig {
             );
         }
         let config = Config::from_json(json).map_err(|e| e.to_string())?;
-        let remotes = fetch::remotes(&config)?;
+        fetch::check(&config)?;
         let store = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
-        let issuers = store.len();
+        let schedule = KeySchedule::new(&config, now_ms());
         let gateway = Gateway::new(config);
+        // Each worker's cache hashes with its own secret key, so that clients cannot aim
+        // tokens at one slot (hits are confirmed on the whole token either way).
         let caches = (0..workers.max(1))
-            .map(|_| Shard(Mutex::new(gateway.new_cache())))
+            .map(|_| Shard(Mutex::new(gateway.new_keyed_cache(random_key()))))
             .collect();
         Ok(FilterConfig {
             gateway,
-            keys: RwLock::new(Keys {
-                store,
-                attempts: vec![0; issuers],
-            }),
+            keys: RwLock::new(store),
             caches,
-            fetcher: Fetcher::new(remotes),
+            fetcher: Fetcher::new(schedule),
             metrics: Metrics::default(),
         })
     }
@@ -122,22 +119,16 @@ impl FilterConfig {
         )
     }
 
-    /// Decides `req` with worker `shard`'s cache. For [`Verdict::FetchKeys`], also the
-    /// number of finished fetch attempts of that issuer the decision saw.
+    /// Decides `req` with worker `shard`'s cache.
     pub(crate) fn decide(
         &self,
         req: &Request<'_>,
         now: u64,
         shard: usize,
-    ) -> Result<(Verdict, u64), Broken> {
+    ) -> Result<Verdict, Broken> {
         let keys = self.keys.read().map_err(|_| Broken)?;
         let mut cache = self.cache(shard).ok_or(Broken)?;
-        let verdict = self.gateway.decide(req, now, &keys.store, &mut cache);
-        let seen = match &verdict {
-            Verdict::FetchKeys(kf) => keys.attempts.get(kf.issuer.0).copied().unwrap_or(0),
-            _ => 0,
-        };
-        Ok((verdict, seen))
+        Ok(self.gateway.decide(req, now, &keys, &mut cache))
     }
 
     /// Worker `shard`'s cache (`None` only if there were no shards, which `build` rules
@@ -151,19 +142,6 @@ impl FilterConfig {
         }))
     }
 
-    /// Completes a deferred signature check, which the native host never expects (its ring
-    /// provider verifies synchronously): fails closed.
-    fn settle(&self, job: SignatureJob, now: u64, shard: usize) -> Verdict {
-        abi::log(Level::Error, || {
-            "mcp-edge-auth: signature verification was deferred; refusing the token".to_string()
-        });
-        let (Ok(keys), Some(mut cache)) = (self.keys.read(), self.cache(shard)) else {
-            return Verdict::Respond(self.gateway.keys_unavailable(IssuerId(0)));
-        };
-        self.gateway
-            .resume(job, false, now, &keys.store, &mut cache)
-    }
-
     /// Completes an introspection with the endpoint's answer (`None`: the call failed).
     fn resume_introspection(
         &self,
@@ -172,11 +150,16 @@ impl FilterConfig {
         now: u64,
         shard: usize,
     ) -> Verdict {
-        let Some(mut cache) = self.cache(shard) else {
-            return Verdict::Respond(self.gateway.keys_unavailable(job.issuer));
-        };
-        self.gateway
-            .resume_introspection(job, answer, now, &mut cache)
+        match self.cache(shard) {
+            Some(mut cache) => self
+                .gateway
+                .resume_introspection(job, answer, now, &mut cache),
+            // No shards (never: `build` makes one per worker): decide without caching.
+            None => {
+                self.gateway
+                    .resume_introspection(job, answer, now, &mut self.gateway.new_cache())
+            }
+        }
     }
 }
 
@@ -281,8 +264,8 @@ enum Outcome {
 /// verdict to shrink it would cost an allocation on the hot path.)
 #[allow(clippy::large_enum_variant)]
 enum Start {
-    /// A verdict; for [`Verdict::FetchKeys`], the attempts seen and the request, copied.
-    Decided(Verdict, u64, Option<OwnedRequest>),
+    /// A verdict; for [`Verdict::AwaitKeys`], the request, copied.
+    Decided(Verdict, Option<OwnedRequest>),
     /// The decision needs the body, at most this many bytes of it.
     ReadBody(usize, OwnedRequest),
 }
@@ -290,6 +273,7 @@ enum Start {
 /// A paused request.
 struct Paused {
     request: OwnedRequest,
+    wait: WaitId,
     slot: Arc<WaitSlot>,
 }
 
@@ -331,9 +315,9 @@ impl Stream {
         let shard = envoy.worker_index();
         let started = envoy.with_request(HEADERS, |req| {
             let decide = |r: &Request<'_>| {
-                let (verdict, seen) = cfg.decide(r, now, shard)?;
-                let owned = matches!(verdict, Verdict::FetchKeys(_)).then(|| OwnedRequest::copy(r));
-                Ok::<_, Broken>(Start::Decided(verdict, seen, owned))
+                let verdict = cfg.decide(r, now, shard)?;
+                let owned = matches!(verdict, Verdict::AwaitKeys(_)).then(|| OwnedRequest::copy(r));
+                Ok::<_, Broken>(Start::Decided(verdict, owned))
             };
             match cfg.gateway.body_limit(req) {
                 None => decide(req),
@@ -356,8 +340,8 @@ impl Stream {
                     // With the body unread the core answers 400 (`BadBody`) exactly when
                     // it got as far as the body; any other answer was settled before it.
                     match cfg.decide(&r, now, shard)? {
-                        (Verdict::Respond(resp), _) if resp.reason != Reason::BadBody => {
-                            Ok(Start::Decided(Verdict::Respond(resp), 0, None))
+                        Verdict::Respond(resp) if resp.reason != Reason::BadBody => {
+                            Ok(Start::Decided(Verdict::Respond(resp), None))
                         }
                         _ => Ok(Start::ReadBody(limit, OwnedRequest::copy(req))),
                     }
@@ -372,8 +356,8 @@ impl Stream {
                 self.phase.set(Phase::ReadingBody);
                 status::STOP_ITERATION
             }
-            Ok(Start::Decided(verdict, seen, owned)) => {
-                match self.act(cfg, envoy, verdict, seen, owned, now_ms, true) {
+            Ok(Start::Decided(verdict, owned)) => {
+                match self.act(cfg, envoy, verdict, owned, None) {
                     Outcome::Continue => status::CONTINUE,
                     Outcome::Stop => status::STOP_ITERATION,
                     Outcome::Paused => status::STOP_ALL_AND_WATERMARK,
@@ -424,18 +408,18 @@ impl Stream {
         let now_ms = now_ms();
         let shard = envoy.worker_index();
         let decided = request.with(|r| cfg.decide(r, now_ms / 1000, shard));
-        let (verdict, seen) = match decided {
+        let verdict = match decided {
             Ok(d) => d,
             Err(Broken) => return self.fail_closed(envoy),
         };
-        match self.act(cfg, envoy, verdict, seen, Some(request), now_ms, true) {
+        match self.act(cfg, envoy, verdict, Some(request), None) {
             Outcome::Continue => status::CONTINUE,
             Outcome::Stop | Outcome::Paused => status::STOP_ITERATION,
         }
     }
 
-    /// `on_http_filter_scheduled`: a paused request is decided again, once; it is answered
-    /// or resumed now, whatever happens (no second wait).
+    /// `on_http_filter_scheduled`: the key schedule woke a paused request: it is decided
+    /// again, and answered, resumed, or (if the schedule allows) paused once more.
     pub fn wake(&self, cfg: &FilterConfig, envoy: &mut Filter<'_>) {
         if self.phase.get() != Phase::Waiting {
             return;
@@ -449,13 +433,14 @@ impl Stream {
             .request
             .with(|req| cfg.decide(req, now_ms / 1000, shard))
         {
-            Ok((v, _)) => v,
+            Ok(v) => v,
             Err(Broken) => {
                 self.fail_closed(envoy);
                 return;
             }
         };
-        if self.act(cfg, envoy, verdict, 0, None, now_ms, false) == Outcome::Continue {
+        let previous = Some(paused.wait);
+        if self.act(cfg, envoy, verdict, Some(paused.request), previous) == Outcome::Continue {
             envoy.continue_decoding();
         }
     }
@@ -494,44 +479,48 @@ impl Stream {
         }
     }
 
-    /// Carries a verdict out. `owned` is the request, for a [`Verdict::FetchKeys`] that may
-    /// wait (`may_wait`; a request never waits twice).
-    #[allow(clippy::too_many_arguments)]
+    /// Carries a verdict out. `owned` is the request, kept if it is paused for keys;
+    /// `previous`, the wait it was woken from (the key schedule decides whether it may wait
+    /// again).
     fn act(
         &self,
         cfg: &FilterConfig,
         envoy: &Filter<'_>,
         verdict: Verdict,
-        seen: u64,
         owned: Option<OwnedRequest>,
-        now_ms: u64,
-        may_wait: bool,
+        previous: Option<WaitId>,
     ) -> Outcome {
-        let now = now_ms / 1000;
         match verdict {
             Verdict::Respond(r) => self.respond(cfg, envoy, r),
             Verdict::Forward(f) => self.forward(cfg, envoy, f),
-            Verdict::FetchKeys(kf) if may_wait => {
-                let (Some(request), Some(scheduler)) = (owned, envoy.scheduler()) else {
-                    return self.respond(cfg, envoy, cfg.gateway.keys_unavailable(kf.issuer));
+            Verdict::AwaitKeys(need) => {
+                let Some(request) = owned else {
+                    // Never expected: every path that can need keys passes its request.
+                    return self.fail_closed_outcome(envoy);
                 };
-                let slot = Arc::new(WaitSlot::new(scheduler));
-                cfg.fetcher
-                    .wait(kf.issuer, seen, Arc::clone(&slot), now_ms, kf.unknown_kid);
-                *self.paused.borrow_mut() = Some(Paused { request, slot });
-                self.phase.set(Phase::Waiting);
-                Outcome::Paused
-            }
-            Verdict::FetchKeys(kf) => {
-                self.respond(cfg, envoy, cfg.gateway.keys_unavailable(kf.issuer))
+                match cfg.wait_for_keys(need, previous, || envoy.scheduler()) {
+                    Ok((wait, slot)) => {
+                        *self.paused.borrow_mut() = Some(Paused {
+                            request,
+                            wait,
+                            slot,
+                        });
+                        self.phase.set(Phase::Waiting);
+                        Outcome::Paused
+                    }
+                    Err(NoWait::Respond(r)) => self.respond(cfg, envoy, r),
+                    Err(NoWait::Broken) => self.fail_closed_outcome(envoy),
+                }
             }
             Verdict::Introspect(job) => self.introspect(cfg, envoy, job),
             Verdict::VerifySignature(job) => {
-                let v = cfg.settle(job, now, envoy.worker_index());
-                match v {
-                    Verdict::Respond(r) => self.respond(cfg, envoy, r),
-                    _ => self.respond(cfg, envoy, cfg.gateway.keys_unavailable(IssuerId(0))),
-                }
+                // The ring provider verifies synchronously: a deferred job would mean a
+                // provider this host cannot serve. Fail closed.
+                abi::log(Level::Error, || {
+                    "mcp-edge-auth: signature verification was deferred; refusing the token"
+                        .to_string()
+                });
+                self.respond(cfg, envoy, cfg.gateway.reject(job))
             }
         }
     }
@@ -600,12 +589,11 @@ impl Stream {
         let now_ms = now_ms();
         let answer = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
         let v = cfg.resume_introspection(job, answer, now_ms / 1000, envoy.worker_index());
-        // A resumed introspection never starts another call nor waits for keys.
+        // A resumed introspection answers or forwards: it never starts another call nor
+        // waits for keys.
         match v {
-            Verdict::Respond(_) | Verdict::Forward(_) => {
-                self.act(cfg, envoy, v, 0, None, now_ms, false)
-            }
-            _ => self.respond(cfg, envoy, cfg.gateway.keys_unavailable(IssuerId(0))),
+            Verdict::Respond(_) | Verdict::Forward(_) => self.act(cfg, envoy, v, None, None),
+            _ => self.fail_closed_outcome(envoy),
         }
     }
 
@@ -744,7 +732,6 @@ mod tests {
             FilterConfig::build(&config(remote(Some("idp")), serde_json::json!({})), 3).unwrap();
         assert_eq!(cfg.caches.len(), 3);
         assert!(cfg.summary().contains("https://mcp.example.com/mcp"));
-        assert_eq!(cfg.keys.read().unwrap().attempts, vec![0]);
     }
 
     #[test]
@@ -823,13 +810,12 @@ mod tests {
         let bearer = format!("Bearer {token}");
         let headers = [("authorization", bearer.as_str())];
         let req = Request::new("POST", "https", "mcp.example.com", "/mcp", &headers);
-        // No keys yet: the core asks for them, and the attempt count is what it saw.
-        let (v, seen) = cfg.decide(&req, 1000, 7).unwrap();
-        assert!(matches!(v, Verdict::FetchKeys(_)), "{v:?}");
-        assert_eq!(seen, 0);
+        // No keys yet: the core asks for them.
+        let v = cfg.decide(&req, 1000, 7).unwrap();
+        assert!(matches!(v, Verdict::AwaitKeys(_)), "{v:?}");
         let none: [(&str, &str); 0] = [];
         let req = Request::new("GET", "https", "mcp.example.com", "/mcp", &none);
-        match cfg.decide(&req, 1000, 0).unwrap().0 {
+        match cfg.decide(&req, 1000, 0).unwrap() {
             Verdict::Respond(r) => assert_eq!(r.status, 401),
             other => panic!("{other:?}"),
         }

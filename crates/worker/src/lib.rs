@@ -2,8 +2,9 @@
 //!
 //! The mcp-edge-auth core as a Cloudflare Worker module (wasm-bindgen, `--target web`).
 //!
-//! Rust keeps the whole policy (metadata, challenges, audience, claims, key freshness and the
-//! refetch cooldown, the verified-token cache); JavaScript does the IO: it fetches JWKS
+//! Rust keeps the whole policy (metadata, challenges, audience, claims, key freshness, the
+//! key schedule — when to fetch, who waits, cooldown, retries — and the verified-token
+//! cache); JavaScript does the IO: it fetches JWKS
 //! documents, verifies signatures with WebCrypto (`crypto.subtle.verify`, native and several
 //! times faster in a Worker than pure-Rust crypto) and forwards requests. The key store is
 //! built with [`DeferredProvider`], so [`Gateway::decide`] answers
@@ -19,7 +20,11 @@
 //! * `{"kind":"respond","status":401,"headers":[["www-authenticate","…"],…],"body":"…","reason":"missing"}`
 //! * `{"kind":"forward","remove_headers":[…],"add_headers":[[name,value],…],"new_path":null|"/p?q",
 //!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false}`
-//! * `{"kind":"fetch_keys","issuer":0,"unknown_kid":true}`
+//! * `{"kind":"wait","wait":3}`: the request is paused by the core's key schedule; decide it
+//!   again (passing `3` as `previous`) when [`Engine::poll_wake`] names `3`. The fetches the
+//!   schedule wants come from [`Engine::poll_fetch`] (`{"id":…,"issuer":…,"trigger":…,
+//!   "uri":…,"timeout_ms":…,"max_body_bytes":…,"accept":…}`), and their answers go back
+//!   through [`Engine::handle_fetch`].
 //! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3],"input_len":612}`
 //!   (the signed bytes and the signature come together from [`Engine::job_bytes`])
 //! * `{"kind":"introspect","job":8,"issuer":0,"uri":"https://…","timeout_ms":3000,"headers":[…]}`
@@ -38,11 +43,16 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
-use mcp_edge_auth_core::config::KeySource;
 use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
-use mcp_edge_auth_core::{Config, Gateway, IssuerId, KeyStore, SignatureJob, TokenCache, Verdict};
+use mcp_edge_auth_core::keys::schedule::{
+    Failure, FetchId, FetchOutcome, FetchReport, JWKS_ACCEPT,
+};
+use mcp_edge_auth_core::{
+    Config, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict, Wait,
+    WaitId,
+};
 
 /// Jobs (signatures, introspections) kept waiting for JavaScript at most. A job is normally
 /// resumed or cancelled within one request; the bound only matters if a host drops jobs, and
@@ -53,8 +63,8 @@ const MAX_PENDING_JOBS: usize = 4096;
 /// lower; the JavaScript side answers 431 before this is reached.
 const MAX_HEADER_BLOCK: usize = 1024 * 1024;
 
-/// Seconds since the Unix epoch from a JavaScript number (`Date.now() / 1000`).
-fn secs(now: f64) -> u64 {
+/// Milliseconds since the Unix epoch from a JavaScript number (`Date.now()`).
+fn millis(now: f64) -> u64 {
     if now.is_finite() && now > 0.0 {
         // Saturating float-to-int conversion; fractions are dropped.
         now as u64
@@ -163,6 +173,20 @@ fn serialize<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| String::from(r#"{"kind":"error"}"#))
 }
 
+/// The answer for a job that is not (or no longer) pending: a 503, never a forward.
+fn unknown_job() -> String {
+    serialize(&RespondOut {
+        kind: "respond",
+        status: 503,
+        headers: &[
+            ("retry-after", "1".into()),
+            ("cache-control", "no-store".into()),
+        ],
+        body: "",
+        reason: "keys_unavailable",
+    })
+}
+
 fn with_job(mut v: Value, id: u32) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.insert("job".into(), json!(id));
@@ -222,9 +246,14 @@ fn webcrypto_jwk(key: &PublicKey) -> Value {
 pub struct Host {
     gateway: Gateway,
     keys: KeyStore,
+    schedule: KeySchedule,
     cache: TokenCache,
     jobs: BTreeMap<u32, Job>,
     next_job: u32,
+    /// Paused requests, by the number JavaScript knows them by (`WaitId::get`).
+    waits: BTreeMap<u64, WaitId>,
+    /// Fetches handed to JavaScript, by number.
+    fetches: BTreeMap<u64, FetchId>,
 }
 
 /// Work handed to JavaScript and resumed later.
@@ -243,14 +272,19 @@ impl Host {
     pub fn new(config_json: &str) -> Result<Host, String> {
         let config = Config::from_json(config_json.as_bytes()).map_err(|e| e.to_string())?;
         let keys = KeyStore::new(&config, Box::new(DeferredProvider)).map_err(|e| e.to_string())?;
+        // Everything is due at once: the first request (the Worker has no timers) starts it.
+        let schedule = KeySchedule::new(&config, 0);
         let gateway = Gateway::new(config);
         let cache = gateway.new_cache();
         Ok(Host {
             gateway,
             keys,
+            schedule,
             cache,
             jobs: BTreeMap::new(),
             next_job: 1,
+            waits: BTreeMap::new(),
+            fetches: BTreeMap::new(),
         })
     }
 
@@ -270,7 +304,9 @@ impl Host {
     }
 
     /// Decides a request; returns the verdict as JSON (see the crate docs). `body_state` is
-    /// 0 (not read), 1 (`body` is the whole body) or 2 (longer than [`Host::body_limit`]).
+    /// 0 (not read), 1 (`body` is the whole body) or 2 (longer than [`Host::body_limit`]);
+    /// `previous` is the `wait` the request was woken from (0: none); `now_ms`, milliseconds
+    /// since the Unix epoch.
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &mut self,
@@ -281,8 +317,10 @@ impl Host {
         headers: &str,
         body_state: u8,
         body: &[u8],
-        now: u64,
+        now_ms: u64,
+        previous: u64,
     ) -> String {
+        let now = now_ms / 1000;
         let headers = parse_headers(headers);
         let mut req = Request::new(method, scheme, authority, path, &headers);
         req.body = match body_state {
@@ -292,7 +330,8 @@ impl Host {
             _ => Body::NotRead,
         };
         let verdict = self.gateway.decide(&req, now, &self.keys, &mut self.cache);
-        self.verdict_json(verdict)
+        let previous = self.waits.remove(&previous);
+        self.verdict_json(verdict, previous, now_ms)
     }
 
     /// Completes a signature job with JavaScript's answer. An unknown job (already resumed,
@@ -300,20 +339,18 @@ impl Host {
     pub fn resume(&mut self, job: u32, valid: bool, now: u64) -> String {
         match self.jobs.remove(&job) {
             Some(Job::Signature(j)) => {
-                let issuer = j.issuer;
                 let verdict = self
                     .gateway
                     .resume(j, valid, now, &self.keys, &mut self.cache);
-                self.final_json(verdict, issuer)
+                self.final_json(verdict)
             }
             Some(Job::Introspection(j)) => {
-                let issuer = j.issuer;
                 let verdict = self
                     .gateway
                     .resume_introspection(j, None, now, &mut self.cache);
-                self.final_json(verdict, issuer)
+                self.final_json(verdict)
             }
-            None => self.keys_unavailable(u32::MAX),
+            None => unknown_job(),
         }
     }
 
@@ -329,31 +366,30 @@ impl Host {
     ) -> String {
         match self.jobs.remove(&job) {
             Some(Job::Introspection(j)) => {
-                let issuer = j.issuer;
                 let answer = answered.then_some((status, body));
                 let verdict = self
                     .gateway
                     .resume_introspection(j, answer, now, &mut self.cache);
-                self.final_json(verdict, issuer)
+                self.final_json(verdict)
             }
             Some(Job::Signature(j)) => {
-                let issuer = j.issuer;
                 let verdict = self
                     .gateway
                     .resume(j, false, now, &self.keys, &mut self.cache);
-                self.final_json(verdict, issuer)
+                self.final_json(verdict)
             }
-            None => self.keys_unavailable(u32::MAX),
+            None => unknown_job(),
         }
     }
 
-    /// A resumed job's verdict. Resuming never asks for keys or another job; were it to, that
-    /// is a failure to check (503), not a loop.
-    fn final_json(&mut self, verdict: Verdict, issuer: IssuerId) -> String {
+    /// A resumed job's verdict. Resuming answers or forwards: it never asks for keys or
+    /// another job.
+    fn final_json(&mut self, verdict: Verdict) -> String {
         match verdict {
-            Verdict::Respond(_) | Verdict::Forward(_) => self.verdict_json(verdict),
-            Verdict::FetchKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {
-                respond_json(&self.gateway.keys_unavailable(issuer))
+            Verdict::Respond(r) => respond_json(&r),
+            Verdict::Forward(f) => forward_json(&f),
+            Verdict::AwaitKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {
+                unknown_job()
             }
         }
     }
@@ -410,83 +446,148 @@ impl Host {
             .map_or(-1.0, |t| t as f64)
     }
 
-    /// How to fetch a remote issuer's JWKS, as JSON, or `None` for inline keys.
-    pub fn key_source(&self, issuer: u32) -> Option<String> {
-        let iss = self.gateway.config().issuer(IssuerId(issuer as usize))?;
-        match &iss.source {
-            KeySource::Local(_) | KeySource::None => None,
-            KeySource::Remote(r) => Some(to_json(&json!({
-                "issuer": iss.issuer,
-                "uri": r.uri,
-                "timeout_ms": r.timeout_ms,
-                "max_body_bytes": r.max_body_bytes,
-                "min_cache_duration": r.min_cache_duration,
-                "max_cache_duration": r.max_cache_duration,
-                "cache_duration": r.cache_duration,
-            }))),
-        }
+    /// The next JWKS fetch the key schedule wants now, as JSON (see the crate docs).
+    pub fn poll_fetch(&mut self, now_ms: u64) -> Option<String> {
+        let f = self.schedule.poll_fetch(now_ms)?;
+        self.fetches.insert(f.id.get(), f.id);
+        let name = self
+            .gateway
+            .config()
+            .issuer(f.issuer)
+            .map(|i| i.issuer.as_str());
+        Some(to_json(&json!({
+            "id": f.id.get(),
+            "issuer": f.issuer.0,
+            "name": name,
+            "trigger": f.trigger.as_str(),
+            "unknown_kid": f.trigger == mcp_edge_auth_core::keys::schedule::Trigger::UnknownKid,
+            "uri": f.uri,
+            "timeout_ms": f.timeout_ms,
+            "max_body_bytes": f.max_body_bytes,
+            "accept": JWKS_ACCEPT,
+        })))
     }
 
-    /// Remote issuers whose keys are missing or past their lifetime, and whose cooldown
-    /// allows a fetch now.
-    pub fn refresh_due(&self, now: u64) -> Vec<u32> {
-        (0..self.keys.len())
-            .filter(|i| self.keys.refresh_due(IssuerId(*i), now))
-            .filter_map(|i| u32::try_from(i).ok())
-            .collect()
+    /// A fetch finished. `outcome`: 0 an HTTP answer (`status`, `cache_control`, `body`), 1
+    /// the body was too large, 2 a timeout, 3 no connection, 4 not sent, 5 the runtime refused
+    /// the address (workerd's outbound network settings), 6 served by a document another
+    /// isolate stored (handed over with [`Host::handle_document`] first). Answers the log
+    /// event as JSON (`{"event":…,"issuer":…,"line":…,…}`), or `None` for a stale id.
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_fetch(
+        &mut self,
+        id: u64,
+        outcome: u8,
+        status: u16,
+        cache_control: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Option<String> {
+        let fid = self.fetches.remove(&id)?;
+        let outcome = match outcome {
+            0 => FetchOutcome::Response {
+                status,
+                cache_control,
+                body,
+            },
+            1 => FetchOutcome::TooLarge,
+            2 => FetchOutcome::Failed(Failure::Timeout),
+            4 => FetchOutcome::Failed(Failure::NotSent),
+            5 => FetchOutcome::Failed(Failure::AddressNotAllowed),
+            6 => FetchOutcome::Shared { ok: true },
+            _ => FetchOutcome::Failed(Failure::Connection),
+        };
+        let rejected = matches!(outcome, FetchOutcome::Response { status: 200, .. });
+        let report = self
+            .schedule
+            .handle_fetch(fid, outcome, now_ms, &mut self.keys)?;
+        Some(self.report_json(&report, rejected))
     }
 
-    /// Records that a fetch for `issuer` started at `now` (starts the cooldown).
-    pub fn fetch_started(&mut self, issuer: u32, now: u64) {
-        self.keys.fetch_started(IssuerId(issuer as usize), now);
+    fn report_json(&self, report: &FetchReport, rejected: bool) -> String {
+        let issuer = match report {
+            FetchReport::Installed { issuer, .. } | FetchReport::Failed { issuer, .. } => *issuer,
+        };
+        let name = self
+            .gateway
+            .config()
+            .issuer(issuer)
+            .map_or("?", |i| i.issuer.as_str());
+        let (_, line) = report.log_line(name);
+        let skipped = report.skipped_lines(name);
+        let v = match report {
+            FetchReport::Installed {
+                report, refresh_in, ..
+            } => json!({
+                "event": "jwks_installed",
+                "ok": true,
+                "issuer": name,
+                "changed": report.changed,
+                "keys": report.keys,
+                "refresh_in": refresh_in,
+                "skipped": skipped,
+                "line": line,
+            }),
+            FetchReport::Failed {
+                why, retry_in_ms, ..
+            } => json!({
+                "event": if rejected { "jwks_rejected" } else { "jwks_fetch_failed" },
+                "ok": false,
+                "issuer": name,
+                "error": why,
+                "retry_in_ms": retry_in_ms,
+                "line": line,
+            }),
+        };
+        to_json(&v)
     }
 
-    /// Whether the cooldown allows a fetch now.
-    pub fn may_fetch(&self, issuer: u32, now: u64) -> bool {
-        self.keys.may_fetch(IssuerId(issuer as usize), now)
-    }
-
-    /// Installs a fetched JWKS. Answers `{"ok":true,"keys":n,"changed":…,"refresh_at":…,
-    /// "skipped":[{"index":…,"kid":…,"reason":…}]}` or `{"ok":false,"error":"…"}`; on error
-    /// the previous keys stay.
-    pub fn install_jwks(
+    /// A JWKS another isolate stored (the Cache API), fetched at `fetched_at` (seconds):
+    /// installed as if fetched here. True when installed.
+    pub fn handle_document(
         &mut self,
         issuer: u32,
         body: &[u8],
         cache_control: Option<&str>,
-        now: u64,
-    ) -> String {
-        let skipped_json = |s: &[mcp_edge_auth_core::jwks::Skipped]| {
-            Value::Array(
-                s.iter()
-                    .map(|k| json!({ "index": k.index, "kid": k.kid, "reason": k.reason }))
-                    .collect(),
+        fetched_at: u64,
+        now_ms: u64,
+    ) -> bool {
+        self.schedule
+            .handle_document(
+                IssuerId(issuer as usize),
+                body,
+                cache_control,
+                fetched_at,
+                now_ms,
+                &mut self.keys,
             )
-        };
-        match self
-            .keys
-            .install_jwks(IssuerId(issuer as usize), body, cache_control, now)
-        {
-            Ok(r) => to_json(&json!({
-                "ok": true,
-                "keys": r.keys,
-                "changed": r.changed,
-                "refresh_at": r.refresh_at,
-                "skipped": skipped_json(&r.skipped),
-            })),
-            Err(e) => {
-                let skipped = match &e {
-                    mcp_edge_auth_core::keys::InstallError::NoUsableKeys(s) => skipped_json(s),
-                    _ => Value::Array(Vec::new()),
-                };
-                to_json(&json!({ "ok": false, "error": e.to_string(), "skipped": skipped }))
-            }
+            .is_ok()
+    }
+
+    /// The next paused request to decide again (its `wait` number), if any.
+    pub fn poll_wake(&mut self, now_ms: u64) -> Option<u64> {
+        self.schedule.poll_wake(now_ms).map(WaitId::get)
+    }
+
+    /// When to call in next (ms since the epoch) while requests wait, or `None`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.schedule.has_waiters() {
+            self.schedule.poll_timeout()
+        } else {
+            None
         }
     }
 
-    /// The 503 for an issuer whose keys cannot be had, as a `respond` verdict.
-    pub fn keys_unavailable(&self, issuer: u32) -> String {
-        respond_json(&self.gateway.keys_unavailable(IssuerId(issuer as usize)))
+    /// When the schedule next has work, whether or not requests wait (ms; `None`: never).
+    pub fn next_due(&self) -> Option<u64> {
+        self.schedule.poll_timeout()
+    }
+
+    /// A paused request went away.
+    pub fn cancel_wait(&mut self, wait: u64) {
+        if let Some(id) = self.waits.remove(&wait) {
+            self.schedule.cancel(id);
+        }
     }
 
     /// Gives the verified-token cache a secret hash key from 16 random bytes (the
@@ -516,15 +617,19 @@ impl Host {
         }))
     }
 
-    fn verdict_json(&mut self, verdict: Verdict) -> String {
+    fn verdict_json(&mut self, verdict: Verdict, previous: Option<WaitId>, now_ms: u64) -> String {
         let v = match verdict {
             Verdict::Respond(r) => return respond_json(&r),
             Verdict::Forward(f) => return forward_json(&f),
-            Verdict::FetchKeys(k) => json!({
-                "kind": "fetch_keys",
-                "issuer": k.issuer.0,
-                "unknown_kid": k.unknown_kid,
-            }),
+            Verdict::AwaitKeys(need) => {
+                match self.schedule.wait(need, previous, now_ms, &self.keys) {
+                    Wait::Refused(r) => return respond_json(&r),
+                    Wait::Paused(id) => {
+                        self.waits.insert(id.get(), id);
+                        json!({ "kind": "wait", "wait": id.get() })
+                    }
+                }
+            }
             Verdict::VerifySignature(job) => {
                 let (issuer, generation, alg) = (job.issuer.0, job.generation, job.alg.name());
                 let candidates = job.candidates.clone();
@@ -594,17 +699,35 @@ impl Engine {
     /// Decides a request. `head` is the method, scheme, authority and path (with query),
     /// then the headers as `name:value` lines, all joined with `\n` (one string: each string
     /// crossing into Wasm costs an allocation and a copy); `body_state` is 0 (not read), 1
-    /// (`body` is the whole body) or 2 (too large); `now` is seconds since the Unix epoch.
-    pub fn decide(&mut self, head: &str, body_state: u8, body: &[u8], now: f64) -> String {
+    /// (`body` is the whole body) or 2 (too large); `now` is `Date.now()`; `previous` is the
+    /// `wait` the request was woken from (0: none).
+    pub fn decide(
+        &mut self,
+        head: &str,
+        body_state: u8,
+        body: &[u8],
+        now: f64,
+        previous: f64,
+    ) -> String {
         // A head without its four lines (never sent by our JavaScript) is decided as an
         // empty request: the core refuses it.
         let (m, s, a, p, h) = split_head(head).unwrap_or_default();
-        self.host.decide(m, s, a, p, h, body_state, body, secs(now))
+        self.host.decide(
+            m,
+            s,
+            a,
+            p,
+            h,
+            body_state,
+            body,
+            millis(now),
+            millis(previous),
+        )
     }
 
     /// Completes a `verify` verdict.
     pub fn resume(&mut self, job: u32, valid: bool, now: f64) -> String {
-        self.host.resume(job, valid, secs(now))
+        self.host.resume(job, valid, millis(now) / 1000)
     }
 
     /// Completes an `introspect` verdict: `answered` false when the call failed.
@@ -617,7 +740,7 @@ impl Engine {
         now: f64,
     ) -> String {
         self.host
-            .resume_introspection(job, answered, status, body, secs(now))
+            .resume_introspection(job, answered, status, body, millis(now) / 1000)
     }
 
     /// The form body of an `introspect` job (holds the token: never log it).
@@ -650,41 +773,68 @@ impl Engine {
         self.host.loaded_at(issuer)
     }
 
-    /// How to fetch an issuer's JWKS (JSON), or `undefined` for inline keys.
-    pub fn key_source(&self, issuer: u32) -> Option<String> {
-        self.host.key_source(issuer)
+    /// The next JWKS fetch to make (JSON), or `undefined`.
+    pub fn poll_fetch(&mut self, now: f64) -> Option<String> {
+        self.host.poll_fetch(millis(now))
     }
 
-    /// Issuers due for a background refresh.
-    pub fn refresh_due(&self, now: f64) -> Vec<u32> {
-        self.host.refresh_due(secs(now))
+    /// A fetch finished (see [`Host::handle_fetch`]); the log event as JSON, or `undefined`.
+    pub fn handle_fetch(
+        &mut self,
+        id: f64,
+        outcome: u8,
+        status: u16,
+        cache_control: Option<String>,
+        body: &[u8],
+        now: f64,
+    ) -> Option<String> {
+        self.host.handle_fetch(
+            millis(id),
+            outcome,
+            status,
+            cache_control.as_deref(),
+            body,
+            millis(now),
+        )
     }
 
-    /// A fetch for `issuer` started at `now`.
-    pub fn fetch_started(&mut self, issuer: u32, now: f64) {
-        self.host.fetch_started(issuer, secs(now));
-    }
-
-    /// Whether the cooldown allows a fetch now.
-    pub fn may_fetch(&self, issuer: u32, now: f64) -> bool {
-        self.host.may_fetch(issuer, secs(now))
-    }
-
-    /// Installs a JWKS body fetched at `now`, with the response's `Cache-Control`.
-    pub fn install_jwks(
+    /// Installs a JWKS another isolate stored, fetched at `fetched_at` (seconds).
+    pub fn handle_document(
         &mut self,
         issuer: u32,
         body: &[u8],
         cache_control: Option<String>,
+        fetched_at: f64,
         now: f64,
-    ) -> String {
-        self.host
-            .install_jwks(issuer, body, cache_control.as_deref(), secs(now))
+    ) -> bool {
+        self.host.handle_document(
+            issuer,
+            body,
+            cache_control.as_deref(),
+            millis(fetched_at),
+            millis(now),
+        )
     }
 
-    /// The 503 `respond` verdict for an issuer whose keys cannot be had.
-    pub fn keys_unavailable(&self, issuer: u32) -> String {
-        self.host.keys_unavailable(issuer)
+    /// The next paused request to decide again, or `undefined`.
+    pub fn poll_wake(&mut self, now: f64) -> Option<f64> {
+        self.host.poll_wake(millis(now)).map(|w| w as f64)
+    }
+
+    /// While requests wait: when to call `poll_fetch`/`poll_wake` next (ms), or -1.
+    pub fn poll_timeout(&self) -> f64 {
+        self.host.poll_timeout().map_or(-1.0, |t| t as f64)
+    }
+
+    /// When the key schedule next has work (ms), or -1: requests before then need not call
+    /// `poll_fetch`.
+    pub fn next_due(&self) -> f64 {
+        self.host.next_due().map_or(-1.0, |t| t as f64)
+    }
+
+    /// A paused request went away.
+    pub fn cancel_wait(&mut self, wait: f64) {
+        self.host.cancel_wait(millis(wait));
     }
 
     /// Cache statistics (JSON).
@@ -737,7 +887,8 @@ mod tests {
             "",
             0,
             &[],
-            1_800_000_000,
+            1_800_000_000_000,
+            0,
         ));
         assert_eq!(v["kind"], "respond");
         assert_eq!(v["status"], 200);
@@ -751,7 +902,8 @@ mod tests {
             "content-type:application/json",
             0,
             &[],
-            1_800_000_000,
+            1_800_000_000_000,
+            0,
         ));
         assert_eq!(v["status"], 401);
         let www = v["headers"]
@@ -778,24 +930,41 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_sources() {
+    fn keys_and_fetches() {
         let mut h = Host::new(&config()).unwrap();
         let k = parse(&h.key_jwk(0, 0, h.generation(0)).unwrap());
         assert_eq!(k["alg"], "RS256");
         assert_eq!(k["jwk"]["n"], RSA_N);
         assert!(h.key_jwk(0, 0, h.generation(0) + 1.0).is_none());
         assert!(h.key_jwk(0, 1, h.generation(0)).is_none());
-        assert!(h.key_source(0).is_none());
-        let src = parse(&h.key_source(1).unwrap());
-        assert_eq!(src["timeout_ms"], 1500);
-        assert_eq!(src["max_body_bytes"], 2048);
-        assert_eq!(h.refresh_due(100), vec![1]);
-        h.fetch_started(1, 100);
-        assert!(h.refresh_due(101).is_empty());
-        let r = parse(&h.install_jwks(1, b"{}", None, 101));
+        // The remote issuer's first fetch is due at once, and carries what JavaScript needs.
+        let f = parse(&h.poll_fetch(100_000).unwrap());
+        assert_eq!(f["issuer"], 1);
+        assert_eq!(f["uri"], "https://as2.example.com/jwks");
+        assert_eq!(f["timeout_ms"], 1500);
+        assert_eq!(f["max_body_bytes"], 2048);
+        assert_eq!(f["trigger"], "initial");
+        assert!(h.poll_fetch(100_001).is_none(), "one at a time");
+        let id = f["id"].as_u64().unwrap();
+        let r = parse(&h.handle_fetch(id, 0, 200, None, b"{}", 100_010).unwrap());
         assert_eq!(r["ok"], false);
-        let r = parse(&h.install_jwks(9, b"{}", None, 101));
-        assert_eq!(r["ok"], false);
+        assert_eq!(r["event"], "jwks_rejected");
+        assert!(
+            h.handle_fetch(id, 0, 200, None, b"{}", 100_020).is_none(),
+            "stale"
+        );
+        // Retried after 1 s.
+        assert_eq!(h.next_due(), Some(101_010));
+        assert!(h.poll_fetch(101_000).is_none());
+        let f = parse(&h.poll_fetch(101_010).unwrap());
+        assert_eq!(f["trigger"], "retry");
+        let id = f["id"].as_u64().unwrap();
+        let r = parse(&h.handle_fetch(id, 5, 0, None, b"", 101_020).unwrap());
+        assert_eq!(r["event"], "jwks_fetch_failed");
+        assert!(
+            r["error"].as_str().unwrap().contains("network service"),
+            "{r}"
+        );
     }
 
     #[test]
@@ -809,9 +978,9 @@ mod tests {
 
     #[test]
     fn time_conversion() {
-        assert_eq!(secs(f64::NAN), 0);
-        assert_eq!(secs(-5.0), 0);
-        assert_eq!(secs(1.7e9 + 0.9), 1_700_000_000);
-        assert_eq!(secs(f64::INFINITY), 0);
+        assert_eq!(millis(f64::NAN), 0);
+        assert_eq!(millis(-5.0), 0);
+        assert_eq!(millis(1.7e12 + 0.9), 1_700_000_000_000);
+        assert_eq!(millis(f64::INFINITY), 0);
     }
 }

@@ -1,11 +1,11 @@
-//! Key material per issuer, and the policy around it: freshness, `Cache-Control` bounds,
-//! maximum staleness during an outage, and the refetch cooldown that bounds how often an
-//! unknown `kid` (or a failing endpoint) can make a host fetch.
+//! Key material per issuer: the keys in use, their freshness (`Cache-Control` bounds) and
+//! how long they keep serving during an outage (maximum staleness).
 //!
-//! The store never fetches: hosts do the HTTP, tell the store when a fetch starts, fails or
-//! succeeds, and the store answers with the host-supplied time whether keys are usable, due
-//! for refresh, or may be refetched now. Verifiers are built here, once per key, when a JWKS
-//! is installed, never per request.
+//! The store holds keys; [`schedule::KeySchedule`] says when to fetch them and which paused
+//! requests wait for which attempt. Neither does IO: hosts carry the fetches. Verifiers are
+//! built here, once per key, when a JWKS is installed, never per request.
+
+pub mod schedule;
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -30,8 +30,6 @@ struct RemotePolicy {
     min_cache: u64,
     max_cache: u64,
     max_staleness: u64,
-    cooldown: u64,
-    retry_after: u64,
 }
 
 struct IssuerKeys {
@@ -40,7 +38,6 @@ struct IssuerKeys {
     keys: Vec<StoredKey>,
     loaded_at: Option<u64>,
     refresh_at: u64,
-    last_attempt: Option<u64>,
     generation: u64,
 }
 
@@ -91,10 +88,9 @@ impl core::fmt::Display for InstallError {
 pub(crate) enum KeyState<'a> {
     /// Keys are usable.
     Usable(&'a [StoredKey]),
-    /// No usable keys, and the host may fetch now.
-    Fetch,
-    /// No usable keys, and a fetch is not allowed yet (cooldown): 503 with `Retry-After`.
-    Unavailable { retry_after: u64 },
+    /// No usable keys: none fetched yet, or the last good fetch is older than the maximum
+    /// staleness. The request waits for a fetch, or gets a 503 ([`schedule::KeySchedule`]).
+    Missing,
 }
 
 /// Keys of every configured issuer.
@@ -145,8 +141,6 @@ impl KeyStore {
                     min_cache: u64::from(r.min_cache_duration),
                     max_cache: u64::from(r.max_cache_duration),
                     max_staleness: u64::from(r.max_staleness),
-                    cooldown: u64::from(r.refetch_cooldown),
-                    retry_after: u64::from(r.retry_after),
                 }),
                 KeySource::Local(_) | KeySource::None => None,
             };
@@ -156,7 +150,6 @@ impl KeyStore {
                 keys: Vec::new(),
                 loaded_at: None,
                 refresh_at: 0,
-                last_attempt: None,
                 generation: 0,
             });
             if let KeySource::Local(json) = &iss.source {
@@ -228,38 +221,6 @@ impl KeyStore {
         })
     }
 
-    /// The host is starting (or, across VMs, learned of) a fetch for this issuer at `now`.
-    /// Starts the cooldown. Never moves the last attempt backwards, so hosts that learn of
-    /// attempts out of order (several Envoy worker VMs) cannot shorten the cooldown.
-    pub fn fetch_started(&mut self, id: IssuerId, now: u64) {
-        if let Some(s) = self.issuers.get_mut(id.0) {
-            s.last_attempt = Some(s.last_attempt.map_or(now, |t| t.max(now)));
-        }
-    }
-
-    /// Whether the cooldown allows a fetch now (always true before the first attempt).
-    pub fn may_fetch(&self, id: IssuerId, now: u64) -> bool {
-        match self.issuers.get(id.0) {
-            Some(IssuerKeys {
-                remote: Some(p),
-                last_attempt,
-                ..
-            }) => last_attempt.is_none_or(|t| now >= t.saturating_add(p.cooldown)),
-            _ => false,
-        }
-    }
-
-    /// Whether a host with timers should refresh this issuer's keys now: remote keys that are
-    /// missing or past their `Cache-Control` lifetime, and the cooldown allows it.
-    pub fn refresh_due(&self, id: IssuerId, now: u64) -> bool {
-        match self.issuers.get(id.0) {
-            Some(s) if s.remote.is_some() => {
-                (s.loaded_at.is_none() || now >= s.refresh_at) && self.may_fetch(id, now)
-            }
-            _ => false,
-        }
-    }
-
     /// Counter that changes whenever the issuer's key set changes.
     pub fn generation(&self, id: IssuerId) -> u64 {
         self.issuers.get(id.0).map_or(0, |s| s.generation)
@@ -288,13 +249,23 @@ impl KeyStore {
         self.issuers.is_empty()
     }
 
-    pub(crate) fn usable(&self, id: IssuerId, now: u64) -> bool {
+    /// Whether the issuer's keys can verify tokens at `now` (seconds): inline keys always;
+    /// remote keys once fetched, until `max_staleness` after the last good fetch (or their
+    /// refresh time, if later).
+    pub fn usable(&self, id: IssuerId, now: u64) -> bool {
         matches!(self.state(id, now), KeyState::Usable(_))
+    }
+
+    /// When (seconds) the issuer's keys are due for refresh: `None` for inline keys or keys
+    /// never fetched.
+    pub fn refresh_at(&self, id: IssuerId) -> Option<u64> {
+        let s = self.issuers.get(id.0)?;
+        (s.remote.is_some() && s.loaded_at.is_some()).then_some(s.refresh_at)
     }
 
     pub(crate) fn state(&self, id: IssuerId, now: u64) -> KeyState<'_> {
         let Some(s) = self.issuers.get(id.0) else {
-            return KeyState::Unavailable { retry_after: 10 };
+            return KeyState::Missing;
         };
         let Some(p) = s.remote else {
             return KeyState::Usable(&s.keys);
@@ -304,12 +275,8 @@ impl KeyStore {
             .is_some_and(|t| now <= t.saturating_add(p.max_staleness).max(s.refresh_at));
         if fresh_enough && !s.keys.is_empty() {
             KeyState::Usable(&s.keys)
-        } else if self.may_fetch(id, now) {
-            KeyState::Fetch
         } else {
-            KeyState::Unavailable {
-                retry_after: p.retry_after,
-            }
+            KeyState::Missing
         }
     }
 }
