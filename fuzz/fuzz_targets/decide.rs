@@ -41,7 +41,7 @@ fuzz_target!(|input: Input<'_>| {
     }
     let v = gw.decide(&req, input.now, &keys, &mut cache);
     let v = match v {
-        Verdict::Introspect(job) => gw.resume_introspection(job, input.introspection_answer, input.now, &mut cache),
+        Verdict::Introspect(job) => gw.resume_introspection(job, input.introspection_answer, input.now, &mut cache).into(),
         other => other,
     };
     match v {

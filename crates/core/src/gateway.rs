@@ -50,6 +50,39 @@ pub enum Verdict {
     Introspect(IntrospectionJob),
 }
 
+/// The end of a decision: answer, or forward. What [`Gateway::resume`] and
+/// [`Gateway::resume_introspection`] return: a resumed decision never asks for more work.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send this response; do not forward.
+    Respond(Response),
+    /// Forward upstream with these changes.
+    Forward(Forward),
+}
+
+impl From<Decision> for Verdict {
+    fn from(d: Decision) -> Verdict {
+        match d {
+            Decision::Respond(r) => Verdict::Respond(r),
+            Decision::Forward(f) => Verdict::Forward(f),
+        }
+    }
+}
+
+/// What [`Gateway::decide_headers`] found. (Lives on one hook's stack for a moment; boxing
+/// the verdict to shrink it would cost an allocation on the hot path.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum HeadersVerdict {
+    /// The verdict: the body cannot change it.
+    Decided(Verdict),
+    /// Read the body, up to `limit` bytes (more: [`Body::TooLarge`]), then decide.
+    ReadBody {
+        /// The most to read.
+        limit: usize,
+    },
+}
+
 /// An RFC 7662 introspection request for the host to send.
 ///
 /// `body` holds the token: never log it. (`Debug` redacts it.)
@@ -202,6 +235,49 @@ impl Gateway {
         res.mcp.as_ref().map(|m| m.max_body_bytes)
     }
 
+    /// Decides a request on its headers, for hosts that see the headers before the body
+    /// (Envoy): either the verdict, or "read the body, up to `limit` bytes, then
+    /// [`Gateway::decide`] with it". The verdict comes at once whenever the body cannot change
+    /// it (metadata, no or malformed credentials, a refused `Origin`), and a declared
+    /// `Content-Length` over the limit is answered 413 without waiting for the bytes.
+    /// `end_of_stream`: the request has no body (decided as an empty one).
+    pub fn decide_headers(
+        &self,
+        req: &Request<'_>,
+        end_of_stream: bool,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+    ) -> HeadersVerdict {
+        let Some(limit) = self.body_limit(req) else {
+            return HeadersVerdict::Decided(self.decide(req, now, keys, cache));
+        };
+        let mut r = *req;
+        if end_of_stream {
+            r.body = Body::Bytes(&[]);
+            return HeadersVerdict::Decided(self.decide(&r, now, keys, cache));
+        }
+        let declared_too_large = req
+            .single_header("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit));
+        r.body = if declared_too_large {
+            Body::TooLarge
+        } else {
+            Body::NotRead
+        };
+        // With the body unread, the pipeline stops with `BadBody` exactly when it got as far
+        // as the body; any other answer was settled by what comes before it.
+        match self.decide(&r, now, keys, cache) {
+            Verdict::Respond(resp) if resp.reason != Reason::BadBody => {
+                HeadersVerdict::Decided(Verdict::Respond(resp))
+            }
+            _ => HeadersVerdict::ReadBody { limit },
+        }
+    }
+
     /// The scopes the MCP rules require for this request, or the refusal of its body.
     fn rule_scopes(&self, res: &Resource, req: &Request<'_>) -> Result<Vec<String>, Response> {
         let Some(m) = &res.mcp else {
@@ -344,7 +420,7 @@ impl Gateway {
             if still_good {
                 let identity = hit.identity.clone();
                 let headers = hit.claim_headers.clone();
-                return self.finish(res, identity, headers, base, true);
+                return self.finish(res, identity, headers, base, true).into();
             }
             cache.remove(&hash);
         }
@@ -386,7 +462,7 @@ impl Gateway {
             }
         }
         match self.check_token(res, ri, token, hash, now, keys, base) {
-            Ok(Checked::Verified(p)) => self.accept(p, None, now, keys, cache),
+            Ok(Checked::Verified(p)) => self.accept(p, None, now, keys, cache).into(),
             Ok(Checked::Other(v)) => v,
             Err((r, cors)) => with_cors(r, &cors),
         }
@@ -569,18 +645,9 @@ impl Gateway {
         now: u64,
         keys: &KeyStore,
         cache: &mut TokenCache,
-    ) -> Verdict {
-        let Some(res) = self.config.resources.get(job.pending.resource) else {
-            return Verdict::Respond(challenge::unmatched());
-        };
+    ) -> Decision {
         if !valid {
-            let mut r = challenge::invalid_token(
-                res,
-                "The access token signature is invalid",
-                Reason::Invalid,
-            );
-            r.headers.extend(job.pending.base.cors);
-            return Verdict::Respond(r);
+            return Decision::Respond(self.reject(job));
         }
         // Keys that changed while the host verified: the answer still holds for the key it
         // used, but is not cached under the new generation.
@@ -618,13 +685,13 @@ impl Gateway {
         answer: Option<(u16, &[u8])>,
         now: u64,
         cache: &mut TokenCache,
-    ) -> Verdict {
+    ) -> Decision {
         let p = job.pending;
         let (Some(res), Some(issuer)) = (
             self.config.resources.get(p.resource),
             self.config.issuer(job.issuer),
         ) else {
-            return Verdict::Respond(challenge::unmatched());
+            return Decision::Respond(challenge::unmatched());
         };
         let retry_after = issuer
             .introspection
@@ -633,7 +700,7 @@ impl Gateway {
         let refuse = |r: Response, cors: Vec<(&'static str, String)>| {
             let mut r = r;
             r.headers.extend(cors);
-            Verdict::Respond(r)
+            Decision::Respond(r)
         };
         let doc = match answer {
             Some((200, body)) => match crate::json::StrictObject::from_slice(body) {
@@ -719,9 +786,9 @@ impl Gateway {
         now: u64,
         keys: &KeyStore,
         cache: &mut TokenCache,
-    ) -> Verdict {
+    ) -> Decision {
         let Some(res) = self.config.resources.get(p.resource) else {
-            return Verdict::Respond(challenge::unmatched());
+            return Decision::Respond(challenge::unmatched());
         };
         let issuer = res.issuers.iter().copied().find(|id| {
             self.config
@@ -758,7 +825,7 @@ impl Gateway {
         claim_headers: Vec<(String, String)>,
         base: ForwardBase,
         cache_hit: bool,
-    ) -> Verdict {
+    ) -> Decision {
         let granted = |s: &String| {
             identity.scopes.contains(s)
                 || res
@@ -778,9 +845,9 @@ impl Gateway {
             );
             let mut r = challenge::insufficient_scope(res, &needed);
             r.headers.extend(base.cors);
-            return Verdict::Respond(r);
+            return Decision::Respond(r);
         }
-        Verdict::Forward(Forward {
+        Decision::Forward(Forward {
             remove_headers: base.remove_headers,
             add_headers: claim_headers,
             new_path: base.new_path,

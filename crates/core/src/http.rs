@@ -97,6 +97,91 @@ impl<'a> Request<'a> {
     }
 }
 
+/// A request a host keeps, to decide it later (while its body is read, or while it waits for
+/// keys). Its `Debug` shows no header values (they hold the token).
+#[derive(Clone, Default)]
+pub struct OwnedRequest {
+    /// As [`Request::method`].
+    pub method: String,
+    /// As [`Request::scheme`].
+    pub scheme: String,
+    /// As [`Request::authority`].
+    pub authority: String,
+    /// As [`Request::path`].
+    pub path: String,
+    /// As [`Request::headers`].
+    pub headers: Vec<(String, String)>,
+    /// What the host knows of the body.
+    pub body: OwnedBody,
+}
+
+/// The owned form of [`Body`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OwnedBody {
+    /// Not read.
+    #[default]
+    NotRead,
+    /// The whole body.
+    Bytes(Vec<u8>),
+    /// Longer than the limit.
+    TooLarge,
+}
+
+impl core::fmt::Debug for OwnedRequest {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OwnedRequest")
+            .field("method", &self.method)
+            .field("path", &"<redacted>")
+            .field("headers", &self.headers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnedRequest {
+    /// Copies a request.
+    pub fn copy(req: &Request<'_>) -> OwnedRequest {
+        use alloc::string::ToString;
+        OwnedRequest {
+            method: req.method.to_string(),
+            scheme: req.scheme.to_string(),
+            authority: req.authority.to_string(),
+            path: req.path.to_string(),
+            headers: req
+                .headers
+                .iter()
+                .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
+                .collect(),
+            body: match req.body {
+                Body::NotRead => OwnedBody::NotRead,
+                Body::Bytes(b) => OwnedBody::Bytes(b.to_vec()),
+                Body::TooLarge => OwnedBody::TooLarge,
+            },
+        }
+    }
+
+    /// Runs `f` on the core's view of this request.
+    pub fn with<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
+        let pairs: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let mut req = Request::new(
+            &self.method,
+            &self.scheme,
+            &self.authority,
+            &self.path,
+            &pairs,
+        );
+        req.body = match &self.body {
+            OwnedBody::NotRead => Body::NotRead,
+            OwnedBody::Bytes(b) => Body::Bytes(b),
+            OwnedBody::TooLarge => Body::TooLarge,
+        };
+        f(&req)
+    }
+}
+
 /// Why the gateway answered or forwarded as it did; hosts count these as metrics and may log
 /// them (they never contain request data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

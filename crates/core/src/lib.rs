@@ -68,7 +68,9 @@ mod json;
 
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
-pub use gateway::{Gateway, IntrospectionJob, SignatureJob, Verdict};
-pub use http::{Body, Forward, Identity, Reason, Request, Response, READ_HEADERS};
+pub use gateway::{Decision, Gateway, HeadersVerdict, IntrospectionJob, SignatureJob, Verdict};
+pub use http::{
+    Body, Forward, Identity, OwnedBody, OwnedRequest, Reason, Request, Response, READ_HEADERS,
+};
 pub use keys::schedule::{KeySchedule, KeyWait, Wait, WaitId};
 pub use keys::{IssuerId, KeyStore};

@@ -7,7 +7,9 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
-use crate::filter::{Filter, OwnedBody, OwnedRequest, Phase, Step, StreamState, KICK};
+use mcp_edge_auth_core::{HeadersVerdict, OwnedBody, OwnedRequest, Verdict};
+
+use crate::filter::{read_request, Filter, Phase, Step, StreamState, KICK};
 use crate::host;
 
 /// The configured filter of this VM, shared by the root and every HTTP context. `None`
@@ -145,9 +147,33 @@ impl Stream {
     /// whatever body Envoy buffered; `Pause` holds it).
     fn decide(&self, filter: &mut Filter, state: &mut StreamState, req: OwnedRequest) -> Action {
         let now_ms = host::now_ms();
-        match filter.handle(&req, state, now_ms, None) {
+        let step = filter.handle(&req, state, now_ms, None);
+        self.after(filter, state, req, step)
+    }
+
+    /// Carries out a verdict made on the headers alone.
+    fn settle(
+        &self,
+        filter: &mut Filter,
+        state: &mut StreamState,
+        req: OwnedRequest,
+        verdict: Verdict,
+    ) -> Action {
+        let step = filter.settle(&req, verdict, state, host::now_ms(), None);
+        self.after(filter, state, req, step)
+    }
+
+    /// The action for the callback that decided; a paused request is kept for its wake-up.
+    fn after(
+        &self,
+        filter: &mut Filter,
+        state: &mut StreamState,
+        req: OwnedRequest,
+        step: Step,
+    ) -> Action {
+        match step {
             Step::Forwarded => Action::Continue,
-            Step::Answered | Step::Introspecting | Step::ReadBody => Action::Pause,
+            Step::Answered | Step::Introspecting => Action::Pause,
             Step::Wait(wait) => {
                 state.request = Some(req);
                 filter.add_waiter(self.id, Rc::downgrade(&self.state), wait);
@@ -236,20 +262,15 @@ impl HttpContext for Stream {
     /// Envoy turns the pause into "stop all iteration" and holds the body back too; the
     /// root context then answers such a request 500 after [`crate::filter::BODY_WAIT_MS`].
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut req = OwnedRequest::read();
-        self.with_filter(|filter, state| match filter.body_limit(&req) {
-            None => self.decide(filter, state, req),
-            Some(_) if end_of_stream => {
-                // A POST without a body: the core answers 400 (or 401 without a token).
-                req.body = OwnedBody::Bytes(Vec::new());
-                self.decide(filter, state, req)
-            }
-            Some(limit) => {
-                let weak = Rc::downgrade(&self.state);
-                let now_ms = host::now_ms();
-                match filter.start_body(self.id, weak, req, limit, state, now_ms) {
-                    Step::Forwarded => Action::Continue,
-                    _ => Action::Pause,
+        let req = read_request();
+        self.with_filter(|filter, state| {
+            let now_ms = host::now_ms();
+            match filter.decide_headers(&req, end_of_stream, now_ms) {
+                HeadersVerdict::Decided(verdict) => self.settle(filter, state, req, verdict),
+                HeadersVerdict::ReadBody { limit } => {
+                    let weak = Rc::downgrade(&self.state);
+                    filter.start_body(self.id, weak, req, limit, state, now_ms);
+                    Action::Pause
                 }
             }
         })

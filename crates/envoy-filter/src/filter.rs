@@ -25,8 +25,8 @@ use mcp_edge_auth_core::keys::schedule::{
 };
 use mcp_edge_auth_core::keys::InstallReport;
 use mcp_edge_auth_core::{
-    Body, Config, Forward, Gateway, IssuerId, KeySchedule, KeyStore, Reason, Request, Response,
-    TokenCache, Verdict, Wait, WaitId,
+    Config, Forward, Gateway, HeadersVerdict, IssuerId, KeySchedule, KeyStore, OwnedRequest,
+    Reason, Response, TokenCache, Verdict, Wait, WaitId,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
@@ -58,118 +58,21 @@ const BODY_TICK: Duration = Duration::from_millis(250);
 /// The plugin-config setting request bodies need (named in the log and the 500 body).
 pub(crate) const STOP_ITERATION_KNOB: &str = "allow_on_headers_stop_iteration";
 
-/// An incoming request, owned, so that a paused request can be decided again later.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OwnedRequest {
-    method: String,
-    scheme: String,
-    authority: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    /// What the filter knows of the body (read only when the core asks for it).
-    pub body: OwnedBody,
-}
-
-/// The owned form of [`Body`]. Never logged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) enum OwnedBody {
-    #[default]
-    NotRead,
-    Bytes(Vec<u8>),
-    TooLarge,
-}
-
-impl OwnedRequest {
-    /// Reads the current request's headers.
-    pub fn read() -> OwnedRequest {
-        let mut req = OwnedRequest::default();
-        for (name, value) in host::headers(MapType::HttpRequestHeaders) {
-            match name.as_str() {
-                ":method" => req.method = value,
-                ":scheme" => req.scheme = value,
-                ":authority" => req.authority = value,
-                ":path" => req.path = value,
-                n if n.starts_with(':') => {}
-                _ => req.headers.push((name, value)),
-            }
+/// Reads the current request's headers into the core's owned request (kept while its body
+/// is read or while it waits for keys).
+pub(crate) fn read_request() -> OwnedRequest {
+    let mut req = OwnedRequest::default();
+    for (name, value) in host::headers(MapType::HttpRequestHeaders) {
+        match name.as_str() {
+            ":method" => req.method = value,
+            ":scheme" => req.scheme = value,
+            ":authority" => req.authority = value,
+            ":path" => req.path = value,
+            n if n.starts_with(':') => {}
+            _ => req.headers.push((name, value)),
         }
-        req
     }
-
-    /// Runs `f` on the core's view of this request.
-    fn with<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
-        let body = match &self.body {
-            OwnedBody::NotRead => Body::NotRead,
-            OwnedBody::Bytes(b) => Body::Bytes(b),
-            OwnedBody::TooLarge => Body::TooLarge,
-        };
-        self.with_body(body, f)
-    }
-
-    /// Runs `f` on the core's view of this request, with `body` for its body.
-    fn with_body<R>(&self, body: Body<'_>, f: impl FnOnce(&Request<'_>) -> R) -> R {
-        let pairs: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let mut req = Request::new(
-            &self.method,
-            &self.scheme,
-            &self.authority,
-            &self.path,
-            &pairs,
-        );
-        req.body = body;
-        f(&req)
-    }
-
-    fn decide(&self, f: &mut Filter, now: u64) -> Verdict {
-        self.with(|req| f.gateway.decide(req, now, &f.keys, &mut f.cache))
-    }
-
-    /// The declared `Content-Length`, when there is exactly one and it is a number.
-    fn content_length(&self) -> Option<u64> {
-        let mut values = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"));
-        let (_, v) = values.next()?;
-        if values.next().is_some() {
-            return None;
-        }
-        v.trim().parse().ok()
-    }
-}
-
-/// The answer to a request whose decision depends on its body, when it can be given before
-/// the body is read: the body cannot change it (metadata, no or malformed credentials, a
-/// refused `Origin`: the core settles those before it looks at the body), or the declared
-/// `Content-Length` is already over `limit` (413, without waiting for the bytes).
-/// `None`: read the body, then decide.
-pub(crate) fn answer_before_body(
-    gateway: &Gateway,
-    req: &OwnedRequest,
-    limit: usize,
-    now: u64,
-    keys: &KeyStore,
-    cache: &mut TokenCache,
-) -> Option<Response> {
-    let declared_too_large = req
-        .content_length()
-        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit));
-    // With the body unread, the core answers 400 (`BadBody`) exactly when it got as far as
-    // the body; any other answer was decided on what came before it. Told the body is too
-    // large, it answers 413 there instead.
-    let body = if declared_too_large {
-        Body::TooLarge
-    } else {
-        Body::NotRead
-    };
-    match req.with_body(body, |r| gateway.decide(r, now, keys, cache)) {
-        Verdict::Respond(r) if r.reason != Reason::BadBody => Some(r),
-        _ => None,
-    }
+    req
 }
 
 /// Where a request stands.
@@ -217,8 +120,6 @@ pub(crate) enum Step {
     Wait(WaitId),
     /// Paused until the introspection call it made answers.
     Introspecting,
-    /// Paused while its body is buffered.
-    ReadBody,
 }
 
 /// A request paused for keys.
@@ -349,15 +250,28 @@ impl Filter {
         )
     }
 
-    /// How many body bytes the core needs before deciding this request (`None`: none).
-    pub fn body_limit(&self, req: &OwnedRequest) -> Option<usize> {
-        req.with(|r| self.gateway.body_limit(r))
+    /// Decides a request on its headers ([`Gateway::decide_headers`]): the verdict, or how
+    /// much of the body to read first.
+    pub fn decide_headers(
+        &mut self,
+        req: &OwnedRequest,
+        end_of_stream: bool,
+        now_ms: u64,
+    ) -> HeadersVerdict {
+        req.with(|r| {
+            self.gateway.decide_headers(
+                r,
+                end_of_stream,
+                now_ms / 1000,
+                &self.keys,
+                &mut self.cache,
+            )
+        })
     }
 
-    /// Starts a request whose decision needs its body (at most `limit` bytes): answers it
-    /// now if the body cannot change the answer ([`answer_before_body`]); otherwise keeps
-    /// it in `state` to be decided once the body is in ([`Filter::body_arrived`]), with a
-    /// deadline for the first body callback.
+    /// Keeps a request whose decision needs its body (at most `limit` bytes) in `state`, to
+    /// be decided once the body is in, with a deadline for the first body callback
+    /// ([`Filter::body_arrived`]).
     pub fn start_body(
         &mut self,
         context_id: u32,
@@ -366,13 +280,7 @@ impl Filter {
         limit: usize,
         state: &mut StreamState,
         now_ms: u64,
-    ) -> Step {
-        let now = now_ms / 1000;
-        if let Some(r) =
-            answer_before_body(&self.gateway, &req, limit, now, &self.keys, &mut self.cache)
-        {
-            return self.carry_out(Verdict::Respond(r), state, now_ms, None);
-        }
+    ) {
         state.request = Some(req);
         state.body_limit = limit;
         state.body_started = false;
@@ -386,7 +294,6 @@ impl Filter {
         if self.tick > BODY_TICK {
             self.set_tick(BODY_TICK);
         }
-        Step::ReadBody
     }
 
     /// The first body callback of a request reading its body: Envoy delivers bodies to
@@ -406,14 +313,35 @@ impl Filter {
         now_ms: u64,
         previous: Option<WaitId>,
     ) -> Step {
-        let now = now_ms / 1000;
-        let mut verdict = req.decide(self, now);
-        if let Verdict::AwaitKeys(need) = &verdict {
-            // Another VM may have fetched since the last tick: look before waiting.
-            if previous.is_none() && self.sync_issuer(need.issuer, now_ms) {
-                verdict = req.decide(self, now);
+        let verdict = self.decide(req, now_ms);
+        self.settle(req, verdict, state, now_ms, previous)
+    }
+
+    fn decide(&mut self, req: &OwnedRequest, now_ms: u64) -> Verdict {
+        req.with(|r| {
+            self.gateway
+                .decide(r, now_ms / 1000, &self.keys, &mut self.cache)
+        })
+    }
+
+    /// Carries out `verdict`, the decision of `req`; a request that needs keys first looks
+    /// whether another VM fetched them since the last tick.
+    pub fn settle(
+        &mut self,
+        req: &OwnedRequest,
+        verdict: Verdict,
+        state: &mut StreamState,
+        now_ms: u64,
+        previous: Option<WaitId>,
+    ) -> Step {
+        let verdict = match verdict {
+            Verdict::AwaitKeys(need)
+                if previous.is_none() && self.sync_issuer(need.issuer, now_ms) =>
+            {
+                self.decide(req, now_ms)
             }
-        }
+            v => v,
+        };
         self.carry_out(verdict, state, now_ms, previous)
     }
 
@@ -458,7 +386,7 @@ impl Filter {
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v, state, now_ms, previous)
+                self.carry_out(v.into(), state, now_ms, previous)
             }
             Verdict::VerifySignature(job) => {
                 // The ring provider verifies synchronously; a deferred job would mean
@@ -474,7 +402,6 @@ impl Filter {
             Step::Answered => Phase::Answered,
             Step::Wait(_) => Phase::Waiting,
             Step::Introspecting => Phase::Introspecting,
-            Step::ReadBody => Phase::ReadingBody,
         };
         step
     }
@@ -514,7 +441,7 @@ impl Filter {
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v, state, now.saturating_mul(1000), None)
+                self.carry_out(v.into(), state, now.saturating_mul(1000), None)
             }
         }
     }
@@ -538,7 +465,7 @@ impl Filter {
         let v = self
             .gateway
             .resume_introspection(job, answer, now, &mut self.cache);
-        self.carry_out(v, state, now_ms, None)
+        self.carry_out(v.into(), state, now_ms, None)
     }
 
     fn respond(&self, r: Response) -> Step {
@@ -1135,111 +1062,6 @@ mod tests {
             0
         );
         assert_eq!(body_rule_count(b"not json"), 0);
-    }
-
-    fn request(method: &str, headers: &[(&str, &str)]) -> OwnedRequest {
-        OwnedRequest {
-            method: method.into(),
-            scheme: "https".into(),
-            authority: "mcp.example.com".into(),
-            path: "/mcp".into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
-                .collect(),
-            body: OwnedBody::NotRead,
-        }
-    }
-
-    fn status(v: Option<Verdict>) -> Option<(u16, Reason)> {
-        match v? {
-            Verdict::Respond(r) => Some((r.status, r.reason)),
-            other => panic!("not a response: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn what_is_answered_before_the_body() {
-        let cfg = Config::from_json(&config(remote(Some("idp")), rules())).unwrap();
-        let keys = KeyStore::new(&cfg, Box::new(RingProvider)).unwrap();
-        let gateway = Gateway::new(cfg);
-        let mut cache = gateway.new_cache();
-        let limit = 65536;
-        let get = request("GET", &[("authorization", "Bearer a.b.c")]);
-        assert_eq!(get.with(|r| gateway.body_limit(r)), None);
-        let post = request("POST", &[("authorization", "Bearer a.b.c")]);
-        assert_eq!(post.with(|r| gateway.body_limit(r)), Some(limit));
-        let mut answer = |req: &OwnedRequest| {
-            answer_before_body(&gateway, req, limit, 1, &keys, &mut cache)
-                .map(|r| (r.status, r.reason))
-        };
-        // A token: the body decides.
-        assert_eq!(answer(&post), None);
-        let small = request(
-            "POST",
-            &[("authorization", "Bearer a.b.c"), ("content-length", "100")],
-        );
-        assert_eq!(answer(&small), None);
-        // No token, or a malformed header: the body cannot change the answer.
-        assert_eq!(answer(&request("POST", &[])), Some((401, Reason::Missing)));
-        assert_eq!(
-            answer(&request("POST", &[("authorization", "Bearer a b")])),
-            Some((400, Reason::Malformed))
-        );
-        // A declared length over the limit: 413 without reading a byte; still 401 first.
-        let big = request(
-            "POST",
-            &[
-                ("authorization", "Bearer a.b.c"),
-                ("content-length", "65537"),
-            ],
-        );
-        assert_eq!(answer(&big), Some((413, Reason::BodyTooLarge)));
-        let huge = request(
-            "POST",
-            &[
-                ("authorization", "Bearer a.b.c"),
-                ("content-length", "99999999999999999999999"),
-            ],
-        );
-        assert_eq!(
-            answer(&huge),
-            None,
-            "not a number we can read: read the body"
-        );
-        assert_eq!(
-            answer(&request("POST", &[("content-length", "65537")])),
-            Some((401, Reason::Missing))
-        );
-        let twice = request(
-            "POST",
-            &[
-                ("authorization", "Bearer a.b.c"),
-                ("content-length", "65537"),
-                ("content-length", "65537"),
-            ],
-        );
-        assert_eq!(answer(&twice), None);
-    }
-
-    #[test]
-    fn the_body_reaches_the_core() {
-        let cfg = Config::from_json(&config(remote(Some("idp")), rules())).unwrap();
-        let keys = KeyStore::new(&cfg, Box::new(RingProvider)).unwrap();
-        let gateway = Gateway::new(cfg);
-        let mut cache = gateway.new_cache();
-        let mut req = request("POST", &[("authorization", "Bearer a.b.c")]);
-        let mut decide = |req: &OwnedRequest| {
-            status(Some(req.with(|r| gateway.decide(r, 1, &keys, &mut cache))))
-        };
-        req.body = OwnedBody::Bytes(b"not json".to_vec());
-        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
-        req.body = OwnedBody::Bytes(Vec::new());
-        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
-        req.body = OwnedBody::TooLarge;
-        assert_eq!(decide(&req), Some((413, Reason::BodyTooLarge)));
-        req.body = OwnedBody::NotRead;
-        assert_eq!(decide(&req), Some((400, Reason::BadBody)));
     }
 
     #[test]

@@ -17,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::{
-    Body, Config, Forward, Gateway, IntrospectionJob, KeySchedule, KeyStore, Reason, Request,
-    Response, TokenCache, Verdict, WaitId,
+    Config, Decision, Forward, Gateway, HeadersVerdict, IntrospectionJob, KeySchedule, KeyStore,
+    OwnedBody, OwnedRequest, Reason, Request, Response, TokenCache, Verdict, WaitId,
 };
 
 use crate::abi::{self, status, Filter, HeaderMap, Level};
@@ -119,6 +119,22 @@ impl FilterConfig {
         )
     }
 
+    /// Decides `req` on its headers with worker `shard`'s cache
+    /// ([`Gateway::decide_headers`]).
+    fn decide_headers(
+        &self,
+        req: &Request<'_>,
+        end_of_stream: bool,
+        now: u64,
+        shard: usize,
+    ) -> Result<HeadersVerdict, Broken> {
+        let keys = self.keys.read().map_err(|_| Broken)?;
+        let mut cache = self.cache(shard).ok_or(Broken)?;
+        Ok(self
+            .gateway
+            .decide_headers(req, end_of_stream, now, &keys, &mut cache))
+    }
+
     /// Decides `req` with worker `shard`'s cache.
     pub(crate) fn decide(
         &self,
@@ -149,7 +165,7 @@ impl FilterConfig {
         answer: Option<(u16, &[u8])>,
         now: u64,
         shard: usize,
-    ) -> Verdict {
+    ) -> Decision {
         match self.cache(shard) {
             Some(mut cache) => self
                 .gateway
@@ -161,77 +177,6 @@ impl FilterConfig {
             }
         }
     }
-}
-
-/// What the module knows of a request body (read only when the core asks for it). Never
-/// logged.
-#[derive(Debug, Clone, Default)]
-pub(crate) enum OwnedBody {
-    #[default]
-    NotRead,
-    Bytes(Vec<u8>),
-    TooLarge,
-}
-
-/// An incoming request, owned, so that a paused request can be decided again later.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OwnedRequest {
-    method: String,
-    scheme: String,
-    authority: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: OwnedBody,
-}
-
-impl OwnedRequest {
-    fn copy(req: &Request<'_>) -> OwnedRequest {
-        OwnedRequest {
-            method: req.method.to_string(),
-            scheme: req.scheme.to_string(),
-            authority: req.authority.to_string(),
-            path: req.path.to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
-                .collect(),
-            body: match req.body {
-                Body::NotRead => OwnedBody::NotRead,
-                Body::Bytes(b) => OwnedBody::Bytes(b.to_vec()),
-                Body::TooLarge => OwnedBody::TooLarge,
-            },
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
-        let pairs: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let mut req = Request::new(
-            &self.method,
-            &self.scheme,
-            &self.authority,
-            &self.path,
-            &pairs,
-        );
-        req.body = match &self.body {
-            OwnedBody::NotRead => Body::NotRead,
-            OwnedBody::Bytes(b) => Body::Bytes(b),
-            OwnedBody::TooLarge => Body::TooLarge,
-        };
-        f(&req)
-    }
-}
-
-/// The declared `Content-Length` (`None` when absent, repeated or not a number).
-fn content_length(req: &Request<'_>) -> Option<u64> {
-    req.single_header("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Where a stream stands.
@@ -301,9 +246,8 @@ pub struct Stream {
 
 impl Stream {
     /// `on_http_filter_request_headers`: decide, and answer, forward or pause; or, when the
-    /// decision needs the body (a POST to a resource with MCP rules), hold the headers back
-    /// while Envoy buffers it — unless the body cannot change the answer (no or bad token,
-    /// metadata, a declared length over the limit): then answer now.
+    /// decision needs the body (a POST to a resource with MCP rules, unless the core can
+    /// answer without it), hold the headers back while Envoy buffers it.
     pub fn request_headers(
         &self,
         cfg: &FilterConfig,
@@ -314,39 +258,16 @@ impl Stream {
         let now = now_ms / 1000;
         let shard = envoy.worker_index();
         let started = envoy.with_request(HEADERS, |req| {
-            let decide = |r: &Request<'_>| {
-                let verdict = cfg.decide(r, now, shard)?;
-                let owned = matches!(verdict, Verdict::AwaitKeys(_)).then(|| OwnedRequest::copy(r));
-                Ok::<_, Broken>(Start::Decided(verdict, owned))
-            };
-            match cfg.gateway.body_limit(req) {
-                None => decide(req),
-                Some(_) if end_of_stream => {
-                    // A POST without a body: decided on an empty one (the core answers 400,
-                    // or 401 without a token).
-                    let mut r = *req;
-                    r.body = Body::Bytes(&[]);
-                    decide(&r)
+            Ok::<_, Broken>(match cfg.decide_headers(req, end_of_stream, now, shard)? {
+                HeadersVerdict::Decided(verdict) => {
+                    let owned =
+                        matches!(verdict, Verdict::AwaitKeys(_)).then(|| OwnedRequest::copy(req));
+                    Start::Decided(verdict, owned)
                 }
-                Some(limit) => {
-                    let declared_too_large = content_length(req)
-                        .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit));
-                    let mut r = *req;
-                    r.body = if declared_too_large {
-                        Body::TooLarge
-                    } else {
-                        Body::NotRead
-                    };
-                    // With the body unread the core answers 400 (`BadBody`) exactly when
-                    // it got as far as the body; any other answer was settled before it.
-                    match cfg.decide(&r, now, shard)? {
-                        Verdict::Respond(resp) if resp.reason != Reason::BadBody => {
-                            Ok(Start::Decided(Verdict::Respond(resp), None))
-                        }
-                        _ => Ok(Start::ReadBody(limit, OwnedRequest::copy(req))),
-                    }
+                HeadersVerdict::ReadBody { limit } => {
+                    Start::ReadBody(limit, OwnedRequest::copy(req))
                 }
-            }
+            })
         });
         match started {
             Err(Broken) => self.fail_closed(envoy),
@@ -592,8 +513,8 @@ impl Stream {
         // A resumed introspection answers or forwards: it never starts another call nor
         // waits for keys.
         match v {
-            Verdict::Respond(_) | Verdict::Forward(_) => self.act(cfg, envoy, v, None, None),
-            _ => self.fail_closed_outcome(envoy),
+            Decision::Respond(r) => self.respond(cfg, envoy, r),
+            Decision::Forward(f) => self.forward(cfg, envoy, f),
         }
     }
 
@@ -779,16 +700,9 @@ mod tests {
     }
 
     #[test]
-    fn owned_bodies_reach_the_core() {
-        let headers = [("content-length", " 12 ")];
-        let mut req = Request::new("POST", "https", "h", "/mcp", &headers);
-        assert_eq!(content_length(&req), Some(12));
-        req.body = Body::Bytes(b"{}");
-        let owned = OwnedRequest::copy(&req);
-        owned.with(|r| assert_eq!(r.body, Body::Bytes(b"{}")));
-        let repeated = [("content-length", "1"), ("content-length", "1")];
-        let req = Request::new("POST", "https", "h", "/mcp", &repeated);
-        assert_eq!(content_length(&req), None);
+    fn content_length_is_copied_for_the_core() {
+        // decide_headers reads it (413 before the body): it must be among the headers taken.
+        assert!(HEADERS.contains(&"content-length"));
     }
 
     #[test]

@@ -50,8 +50,8 @@ use mcp_edge_auth_core::keys::schedule::{
     Failure, FetchId, FetchOutcome, FetchReport, JWKS_ACCEPT,
 };
 use mcp_edge_auth_core::{
-    Config, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict, Wait,
-    WaitId,
+    Config, Decision, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict,
+    Wait, WaitId,
 };
 
 /// Jobs (signatures, introspections) kept waiting for JavaScript at most. A job is normally
@@ -382,15 +382,11 @@ impl Host {
         }
     }
 
-    /// A resumed job's verdict. Resuming answers or forwards: it never asks for keys or
-    /// another job.
-    fn final_json(&mut self, verdict: Verdict) -> String {
-        match verdict {
-            Verdict::Respond(r) => respond_json(&r),
-            Verdict::Forward(f) => forward_json(&f),
-            Verdict::AwaitKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {
-                unknown_job()
-            }
+    /// A resumed job's verdict: an answer or a forward.
+    fn final_json(&mut self, decision: Decision) -> String {
+        match decision {
+            Decision::Respond(r) => respond_json(&r),
+            Decision::Forward(f) => forward_json(&f),
         }
     }
 

@@ -222,15 +222,15 @@ impl World {
     }
 }
 
-pub fn respond(v: Verdict) -> Response {
-    match v {
+pub fn respond(v: impl Into<Verdict>) -> Response {
+    match v.into() {
         Verdict::Respond(r) => r,
         other => panic!("expected a response, got {other:?}"),
     }
 }
 
-pub fn forward(v: Verdict) -> Forward {
-    match v {
+pub fn forward(v: impl Into<Verdict>) -> Forward {
+    match v.into() {
         Verdict::Forward(f) => f,
         other => panic!("expected a forward, got {other:?}"),
     }
