@@ -75,6 +75,16 @@ describe('workerd: JWKS lifecycle', () => {
     assert.ok(logEvents(host.log).some((e) => e.event === 'jwks_fetch_failed'), 'the failed fetch is logged');
   });
 
+  it('workerd refusing a local JWKS address (no network service allowing it): 503, and the log names the setting', async () => {
+    // workerd's default outbound reaches public addresses only; a local authorization server
+    // needs a network service with allow = ["public", "private", "local"] (workers/README.md).
+    host = await startWorkerdWith({ port, config: workerConfig({ port, jwksUrl: jwksServer.url }), upstreamPort: upstream.port, networkAllow: ['public'] });
+    const res = await call(keys.rs);
+    assertRetryAfter(res, 7);
+    assert.equal(jwksServer.hits, 0, 'workerd never connected');
+    await waitFor(() => logEvents(host.log).some((e) => e.event === 'jwks_fetch_failed' && /network service/.test(e.error) && /"local"/.test(e.error)), { ms: 3000, what: 'the refusal named in the log' });
+  });
+
   it('JWKS failing with 500 at start: 503, never allow', async () => {
     jwksServer.set({ status: 500 });
     host = await start();

@@ -53,7 +53,7 @@ const capnpString = (s) => `"${String(s).replace(/\\/g, '\\\\').replace(/"/g, '\
  *   instances of the same Worker (separate services, so separate isolates), one per port.
  * @returns {Promise<{stop():Promise<void>, log:string, port:number}>}
  */
-export async function startWorkerdWith({ port, modules = proxyModules(), config, vars = {}, upstreamPort, upstreamBinding = false, logFile, cachePort, extraPorts = [] }) {
+export async function startWorkerdWith({ port, modules = proxyModules(), config, vars = {}, upstreamPort, upstreamBinding = false, logFile, cachePort, extraPorts = [], networkAllow = ['public', 'private', 'local'] }) {
   const dir = tempDir('mea-workerd-');
   const bindings = [];
   if (config !== undefined) {
@@ -81,7 +81,7 @@ const config :Workerd.Config = (
   services = [
     (name = "main", worker = .mainWorker),
     ${extra.map((e) => `(name = "${e.service}", worker = .mainWorker),`).join('\n    ')}
-    (name = "net", network = (allow = ["public", "private", "local"], tlsOptions = (trustBrowserCas = true))),
+    (name = "net", network = (allow = [${networkAllow.map(capnpString).join(', ')}], tlsOptions = (trustBrowserCas = true))),
     ${services.join(',\n    ')}
   ],
   sockets = [
