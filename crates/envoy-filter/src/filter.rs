@@ -591,6 +591,16 @@ impl Filter {
         };
         let (lease, _) = shared::host::read_lease(&r.keys);
         if lease.seq == r.seen_seq {
+            // Riding on an attempt whose VM let its claim expire without finishing (it died,
+            // or never got an answer): that attempt failed, as far as this VM can tell.
+            if matches!(r.own, Some((_, Carried::Riding))) && !lease.busy(now_ms) {
+                if let Some((fetch, _)) = self.remotes.get_mut(i).and_then(|r| r.own.take()) {
+                    let outcome = FetchOutcome::Shared { ok: false };
+                    self.schedule
+                        .handle_fetch(fetch.id, outcome, now_ms, &mut self.keys);
+                }
+                return true;
+            }
             return false;
         }
         let (issuer, installed) = (r.issuer, r.installed);
