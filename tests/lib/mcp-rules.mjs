@@ -221,13 +221,13 @@ export function mcpRulesSuite(hostName, start, { counters }) {
       assert.equal((await post(writer, call('admin_x'))).status, 403);
     });
 
-    it('Mcp-Method / Mcp-Name headers that disagree with the body: 400; agreeing ones pass', async () => {
+    it('Mcp-Method / Mcp-Name headers that disagree with the body: 400 (JSON-RPC -32020); agreeing ones pass', async () => {
       upstream.clear();
       const admin = await token('mcp:admin');
       const body = call('echo');
       const wrongMethod = await post(admin, body, [['mcp-method', 'tools/list']]);
       assert.equal(wrongMethod.status, 400, wrongMethod.body);
-      assert.equal(wrongMethod.json().error, 'invalid_request');
+      assert.equal(wrongMethod.json().error.code, -32020, 'a JSON-RPC HeaderMismatch error');
       assert.equal((await post(admin, body, [['mcp-method', 'tools/call'], ['mcp-name', 'admin_reset']])).status, 400);
       assert.equal((await post(admin, body, [['mcp-name', 'echo'], ['mcp-name', 'echo']])).status, 400);
       assert.equal(upstream.seen.length, 0);

@@ -153,6 +153,19 @@ pub(crate) fn bad_body(description: &'static str) -> Response {
     )
 }
 
+/// 400 for `Mcp-*` headers that disagree with the body (or are missing or malformed): a
+/// JSON-RPC error `HeaderMismatch` (-32020, MCP 2026-07-28) answering the request's `id`,
+/// so that an MCP client can tell what happened. The message is fixed text.
+pub(crate) fn header_mismatch(id: Option<&serde_json::Value>, message: &'static str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": crate::mcp::HEADER_MISMATCH, "message": message },
+    })
+    .to_string();
+    response(400, Reason::BadBody, None, body)
+}
+
 /// 413 for a body over the configured limit.
 pub(crate) fn body_too_large() -> Response {
     response(

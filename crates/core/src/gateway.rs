@@ -24,7 +24,7 @@ use crate::http::{Body, Forward, Identity, Reason, Request, Response};
 use crate::jws;
 use crate::keys::schedule::{KeyWait, Refusal as KeyRefusal};
 use crate::keys::{IssuerId, KeyState, KeyStore};
-use crate::mcp::{self, BodyError};
+use crate::mcp;
 use crate::metadata;
 use crate::uri;
 
@@ -292,12 +292,8 @@ impl Gateway {
             Body::NotRead => return Err(challenge::bad_body("The request body could not be read")),
         };
         let messages = mcp::parse_body(body).map_err(|e| challenge::bad_body(e.description()))?;
-        let one = |name: &str| {
-            req.single_header(name)
-                .map_err(|_| challenge::bad_body(BodyError::HeaderMismatch.description()))
-        };
-        let (hm, hn) = (one("mcp-method")?, one("mcp-name")?);
-        mcp::check_headers(&messages, hm, hn).map_err(|e| challenge::bad_body(e.description()))?;
+        mcp::check_headers(&messages, req)
+            .map_err(|e| challenge::header_mismatch(mcp::first_id(&messages), e.message()))?;
         Ok(mcp::needed_scopes(&m.rules, &messages))
     }
 

@@ -19,6 +19,7 @@ pub const READ_HEADERS: &[&str] = &[
     "access-control-request-method",
     "mcp-method",
     "mcp-name",
+    "mcp-protocol-version",
 ];
 
 /// The parts of an incoming request the core looks at.

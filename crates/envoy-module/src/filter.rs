@@ -34,6 +34,7 @@ const HEADERS: &[&str] = &[
     "access-control-request-method",
     "mcp-method",
     "mcp-name",
+    "mcp-protocol-version",
     "content-length",
 ];
 
