@@ -29,8 +29,17 @@ const cluster = (name, port) => ({
  * setting that lets the filter read a request body while it holds the headers back (MCP
  * rules need it); false only to test the filter without it.
  */
-export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters: extra = {}, wasm = ENVOY_WASM, allowOnHeadersStopIteration = true }) {
-  const clusters = [cluster('upstream', upstreamPort)];
+export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters: extra = {}, wasm = ENVOY_WASM, allowOnHeadersStopIteration = true, upstreamH2 = false }) {
+  const upstream = cluster('upstream', upstreamPort);
+  if (upstreamH2) {
+    upstream.typed_extension_protocol_options = {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+        '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        explicit_http_config: { http2_protocol_options: {} },
+      },
+    };
+  }
+  const clusters = [upstream];
   if (jwksPort) clusters.push(cluster('jwks', jwksPort));
   for (const [name, p] of Object.entries(extra)) clusters.push(cluster(name, p));
   return {
@@ -121,13 +130,14 @@ export async function startEnvoy({
   expectFailure = false,
   logFile,
   allowOnHeadersStopIteration = true,
+  upstreamH2 = false,
 }) {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
   const dir = tempDir('mea-envoy-');
   const adminPort = await freePort();
   const file = join(dir, 'envoy.json');
-  writeFileSync(file, JSON.stringify(bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters, allowOnHeadersStopIteration }), null, 2));
+  writeFileSync(file, JSON.stringify(bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters, allowOnHeadersStopIteration, upstreamH2 }), null, 2));
   baseId += 1;
   const proc = startProcess(
     ENVOY,

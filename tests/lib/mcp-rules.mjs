@@ -39,6 +39,10 @@ export function config(port, jwksUrl, introspectionPort) {
     ...extra,
   });
   return {
+    // The hosts running this suite deliver bodies to a filter that holds the headers (the
+    // Wasm filter's bootstrap sets allow_on_headers_stop_iteration); the stock-WasmPlugin
+    // mode is tests/envoy/mcp-stock.test.mjs.
+    envoy_wasm: { allow_on_headers_stop_iteration: true },
     resources: [
       resource('/a/mcp', {
         scope_hierarchy: { 'mcp:admin': ['mcp:write'], 'mcp:write': ['mcp:read'] },

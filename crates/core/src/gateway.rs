@@ -305,6 +305,58 @@ impl Gateway {
         keys: &KeyStore,
         cache: &mut TokenCache,
     ) -> Verdict {
+        self.decide_with(req, now, keys, cache, true)
+    }
+
+    /// Decides a request on everything but its body's MCP rules: the token, the base scopes,
+    /// the header changes of a forward. For hosts that must let the headers go before the body
+    /// is in (the proxy-wasm filter without Envoy's `allow_on_headers_stop_iteration`): a
+    /// forward here is followed by [`Gateway::check_body`] once the body is complete, and
+    /// the host holds the body until then.
+    pub fn decide_deferring_body(
+        &self,
+        req: &Request<'_>,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+    ) -> Verdict {
+        self.decide_with(req, now, keys, cache, false)
+    }
+
+    /// The MCP rules of a request already forwarded by [`Gateway::decide_deferring_body`],
+    /// now that its body is in (`req.body`): `None` to let the body go, or the refusal (400,
+    /// 403 naming every scope needed, 413).
+    pub fn check_body(&self, req: &Request<'_>, identity: &Identity) -> Option<Response> {
+        let (_, res) = self.route(req.authority, req.path_only())?;
+        let cors = match req.single_header("origin") {
+            Ok(Some(origin)) => allowed_origin(res, origin).map(|o| {
+                vec![
+                    ("access-control-allow-origin", o.to_string()),
+                    ("vary", "Origin".to_string()),
+                    ("access-control-expose-headers", EXPOSE_HEADERS.to_string()),
+                ]
+            }),
+            _ => None,
+        }
+        .unwrap_or_default();
+        let refusal = match self.rule_scopes(res, req) {
+            Err(r) => r,
+            Ok(rule_scopes) => missing_scopes(res, identity, &rule_scopes)
+                .map(|needed| challenge::insufficient_scope(res, &needed))?,
+        };
+        let mut r = refusal;
+        r.headers.extend(cors);
+        Some(r)
+    }
+
+    fn decide_with(
+        &self,
+        req: &Request<'_>,
+        now: u64,
+        keys: &KeyStore,
+        cache: &mut TokenCache,
+        body_rules: bool,
+    ) -> Verdict {
         let path = req.path_only();
         if let Some(res) = metadata::lookup(&self.config.resources, path, |r| {
             Self::host_ok(r, req.authority)
@@ -386,9 +438,13 @@ impl Gateway {
             );
         }
 
-        let rule_scopes = match self.rule_scopes(res, req) {
-            Ok(s) => s,
-            Err(r) => return with_cors(r, &cors),
+        let rule_scopes = if body_rules {
+            match self.rule_scopes(res, req) {
+                Ok(s) => s,
+                Err(r) => return with_cors(r, &cors),
+            }
+        } else {
+            Vec::new()
         };
         let base = ForwardBase {
             remove_headers: {
@@ -822,23 +878,7 @@ impl Gateway {
         base: ForwardBase,
         cache_hit: bool,
     ) -> Decision {
-        let granted = |s: &String| {
-            identity.scopes.contains(s)
-                || res
-                    .implied_scopes
-                    .iter()
-                    .any(|(g, implied)| implied.contains(s) && identity.scopes.contains(g))
-        };
-        let all_granted =
-            res.required_scopes.iter().all(granted) && base.rule_scopes.iter().all(granted);
-        if !all_granted {
-            let mut needed = res.required_scopes.clone();
-            needed.extend(
-                base.rule_scopes
-                    .iter()
-                    .filter(|s| !res.required_scopes.contains(s))
-                    .cloned(),
-            );
+        if let Some(needed) = missing_scopes(res, &identity, &base.rule_scopes) {
             let mut r = challenge::insufficient_scope(res, &needed);
             r.headers.extend(base.cors);
             return Decision::Respond(r);
@@ -853,6 +893,34 @@ impl Gateway {
             cache_hit,
         })
     }
+}
+
+/// Every scope a 403 must name when `identity` lacks one of the resource's base scopes or of
+/// `rule_scopes` (granted directly or implied by the scope hierarchy); `None` when all are
+/// granted.
+fn missing_scopes(
+    res: &Resource,
+    identity: &Identity,
+    rule_scopes: &[String],
+) -> Option<Vec<String>> {
+    let granted = |s: &String| {
+        identity.scopes.contains(s)
+            || res
+                .implied_scopes
+                .iter()
+                .any(|(g, implied)| implied.contains(s) && identity.scopes.contains(g))
+    };
+    if res.required_scopes.iter().all(granted) && rule_scopes.iter().all(granted) {
+        return None;
+    }
+    let mut needed = res.required_scopes.clone();
+    needed.extend(
+        rule_scopes
+            .iter()
+            .filter(|s| !res.required_scopes.contains(s))
+            .cloned(),
+    );
+    Some(needed)
 }
 
 /// A refusal and the CORS headers it must carry.

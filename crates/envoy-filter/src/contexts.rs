@@ -172,6 +172,12 @@ impl Stream {
         step: Step,
     ) -> Action {
         match step {
+            Step::Forwarded if state.hold_body.is_some() => {
+                // Headers go on; the body is held until the MCP rules decide.
+                state.phase = Phase::HoldingBody;
+                state.request = Some(req);
+                Action::Continue
+            }
             Step::Forwarded => Action::Continue,
             Step::Answered | Step::Introspecting => Action::Pause,
             Step::Wait(wait) => {
@@ -208,6 +214,45 @@ impl Stream {
             };
             req.body = body;
             self.decide(filter, state, req)
+        })
+    }
+}
+
+impl Stream {
+    /// A body callback (or the trailers) of a request whose headers went on while its body is
+    /// held: keep holding (`Pause` buffers it) until it is complete or over the limit, then let
+    /// it go or answer (Envoy then resets the upstream request: it never gets the body).
+    fn held_body(&self, size: usize, complete: bool) -> Action {
+        self.with_filter(|filter, state| {
+            state.body_size = size;
+            let limit = state.hold_body.unwrap_or(0);
+            let refusal = if size > limit {
+                let Some(mut req) = state.request.take() else {
+                    return Action::Pause;
+                };
+                req.body = OwnedBody::TooLarge;
+                filter.check_body(&req, state.identity.as_ref())
+            } else if complete {
+                let Some(mut req) = state.request.take() else {
+                    return Action::Pause;
+                };
+                // A body the host would not hand over is `NotRead`: the core answers 400.
+                req.body = host::request_body(size).map_or(OwnedBody::NotRead, OwnedBody::Bytes);
+                filter.check_body(&req, state.identity.as_ref())
+            } else {
+                return Action::Pause;
+            };
+            match refusal {
+                None => {
+                    state.phase = Phase::Forwarded;
+                    Action::Continue
+                }
+                Some(r) => {
+                    state.phase = Phase::Answered;
+                    filter.answer(r);
+                    Action::Pause
+                }
+            }
         })
     }
 }
@@ -267,10 +312,17 @@ impl HttpContext for Stream {
             let now_ms = host::now_ms();
             match filter.decide_headers(&req, end_of_stream, now_ms) {
                 HeadersVerdict::Decided(verdict) => self.settle(filter, state, req, verdict),
-                HeadersVerdict::ReadBody { limit } => {
+                HeadersVerdict::ReadBody { limit } if filter.holds_headers() => {
                     let weak = Rc::downgrade(&self.state);
                     filter.start_body(self.id, weak, req, limit, state, now_ms);
                     Action::Pause
+                }
+                HeadersVerdict::ReadBody { limit } => {
+                    // A stock WasmPlugin / EnvoyExtensionPolicy: Envoy delivers no body to a
+                    // filter that paused the headers. Check the token now, let the headers
+                    // go, and hold the body until the rules decide.
+                    state.hold_body = Some(limit);
+                    self.decide(filter, state, req)
                 }
             }
         })
@@ -283,6 +335,7 @@ impl HttpContext for Stream {
         match self.phase() {
             Phase::Forwarded => Action::Continue,
             Phase::ReadingBody => self.read_body(body_size, end_of_stream),
+            Phase::HoldingBody => self.held_body(body_size, end_of_stream),
             _ => Action::Pause,
         }
     }
@@ -291,6 +344,10 @@ impl HttpContext for Stream {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         match self.phase() {
             Phase::Forwarded => Action::Continue,
+            Phase::HoldingBody => {
+                let size = self.state.try_borrow().map_or(0, |s| s.body_size);
+                self.held_body(size, true)
+            }
             Phase::ReadingBody => {
                 let size = self.state.try_borrow().map_or(0, |s| s.body_size);
                 self.read_body(size, true)

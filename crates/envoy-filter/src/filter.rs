@@ -87,6 +87,9 @@ pub(crate) enum Phase {
     Waiting,
     /// Paused until the introspection endpoint answers.
     Introspecting,
+    /// Headers let through (token checked) while the body is held until the MCP rules
+    /// decide (no `allow_on_headers_stop_iteration`; see [`Gateway::decide_deferring_body`]).
+    HoldingBody,
     /// Let through to the upstream.
     Forwarded,
     /// Answered locally.
@@ -109,6 +112,11 @@ pub(crate) struct StreamState {
     /// paused filter), and the body size it reported last.
     pub body_started: bool,
     pub body_size: usize,
+    /// Set when the headers go on before the body: the most the core reads. The request is
+    /// then decided without its MCP rules, and checked against them when the body is in.
+    pub hold_body: Option<usize>,
+    /// The verified identity of a forwarded request (what a held body is checked against).
+    pub identity: Option<mcp_edge_auth_core::Identity>,
 }
 
 /// What became of a request.
@@ -313,15 +321,46 @@ impl Filter {
         now_ms: u64,
         previous: Option<WaitId>,
     ) -> Step {
-        let verdict = self.decide(req, now_ms);
+        let verdict = self.decide(req, now_ms, state.hold_body.is_some());
         self.settle(req, verdict, state, now_ms, previous)
     }
 
-    fn decide(&mut self, req: &OwnedRequest, now_ms: u64) -> Verdict {
+    /// Decides `req`, without its MCP rules when the body is held (`deferring`).
+    fn decide(&mut self, req: &OwnedRequest, now_ms: u64, deferring: bool) -> Verdict {
+        let now = now_ms / 1000;
         req.with(|r| {
-            self.gateway
-                .decide(r, now_ms / 1000, &self.keys, &mut self.cache)
+            if deferring {
+                self.gateway
+                    .decide_deferring_body(r, now, &self.keys, &mut self.cache)
+            } else {
+                self.gateway.decide(r, now, &self.keys, &mut self.cache)
+            }
         })
+    }
+
+    /// Whether this plugin may hold headers while it reads a body (the operator set
+    /// `envoy_wasm.allow_on_headers_stop_iteration`, matching the Wasm plugin config).
+    pub fn holds_headers(&self) -> bool {
+        self.gateway.config().wasm_holds_headers()
+    }
+
+    /// A held body is complete (`req.body` set): `None` lets it go, or the refusal to send
+    /// (which makes Envoy reset the upstream request, so it never gets the whole body).
+    pub fn check_body(
+        &self,
+        req: &OwnedRequest,
+        identity: Option<&mcp_edge_auth_core::Identity>,
+    ) -> Option<Response> {
+        // A held body always follows a forward with an identity; without one (never), no
+        // scope is granted: refused.
+        let none = mcp_edge_auth_core::Identity::default();
+        let identity = identity.unwrap_or(&none);
+        req.with(|r| self.gateway.check_body(r, identity))
+    }
+
+    /// Answers a request locally (counted and logged like every answer).
+    pub fn answer(&self, r: Response) {
+        self.respond(r);
     }
 
     /// Carries out `verdict`, the decision of `req`; a request that needs keys first looks
@@ -338,7 +377,7 @@ impl Filter {
             Verdict::AwaitKeys(need)
                 if previous.is_none() && self.sync_issuer(need.issuer, now_ms) =>
             {
-                self.decide(req, now_ms)
+                self.decide(req, now_ms, state.hold_body.is_some())
             }
             v => v,
         };
@@ -494,6 +533,7 @@ impl Filter {
             host::set_header(MapType::HttpRequestHeaders, ":path", path);
         }
         state.response_headers = f.response_headers;
+        state.identity = f.identity;
         Step::Forwarded
     }
 
@@ -842,7 +882,13 @@ impl Filter {
             }
             switched = true;
             match self.handle(&req, &mut state, now_ms, Some(id)) {
-                Step::Forwarded => host::resume_request(),
+                Step::Forwarded => {
+                    if state.hold_body.is_some() {
+                        state.phase = Phase::HoldingBody;
+                        state.request = Some(req);
+                    }
+                    host::resume_request();
+                }
                 Step::Wait(again) => {
                     state.request = Some(req);
                     self.add_waiter(w.context_id, w.stream.clone(), again);

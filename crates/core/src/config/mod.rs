@@ -81,6 +81,7 @@ pub struct Config {
     pub(crate) unmatched: Unmatched,
     pub(crate) token_cache_max_entries: usize,
     pub(crate) max_token_bytes: usize,
+    pub(crate) wasm_holds_headers: bool,
 }
 
 /// One protected resource (one MCP endpoint).
@@ -275,12 +276,17 @@ impl Config {
                 }
             }
         }
+        let wasm_holds_headers = raw
+            .envoy_wasm
+            .and_then(|w| w.allow_on_headers_stop_iteration)
+            .unwrap_or(false);
         Ok(Config {
             resources,
             issuers,
             unmatched,
             token_cache_max_entries,
             max_token_bytes,
+            wasm_holds_headers,
         })
     }
 
@@ -344,6 +350,16 @@ impl Config {
     /// Capacity of the verified-token cache (0 disables it).
     pub fn token_cache_max_entries(&self) -> usize {
         self.token_cache_max_entries
+    }
+
+    /// `envoy_wasm.allow_on_headers_stop_iteration`: the operator says the Wasm plugin config
+    /// sets Envoy's setting of that name, so the proxy-wasm filter may hold a request's headers
+    /// while it reads the body for MCP rules (the upstream then sees nothing of a refused
+    /// request). Off (the default, and what a stock Istio `WasmPlugin` or Envoy Gateway
+    /// `EnvoyExtensionPolicy` gives): the filter checks the token on the headers, lets them
+    /// go, and holds the body until the rules decide. Other hosts ignore it.
+    pub fn wasm_holds_headers(&self) -> bool {
+        self.wasm_holds_headers
     }
 }
 

@@ -21,6 +21,15 @@ pub(crate) struct RawConfig {
     pub token_cache: Option<RawTokenCache>,
     #[serde(default)]
     pub max_token_bytes: Option<u32>,
+    #[serde(default)]
+    pub envoy_wasm: Option<RawEnvoyWasm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEnvoyWasm {
+    #[serde(default)]
+    pub allow_on_headers_stop_iteration: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
