@@ -37,7 +37,10 @@ oci: envoy-wasm
 	@sed -e 's|^  url: .*|  url: oci://$(or $(OCI_PUSH),registry.example.com/mcp/mcp-edge-auth:$(OCI_TAG))|' \
 	     -e "s|^  sha256: .*|  sha256: \"$$(cut -d: -f2 $(BUILD)/oci.digest)\"|" \
 	     envoy/istio/wasmplugin.yaml > $(OCI_DIR)/wasmplugin.yaml
-	@echo "wasm: $$(stat -c %s $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) gzipped; image: $(OCI_DIR) (tag $(OCI_TAG)); Istio: $(OCI_DIR)/wasmplugin.yaml"
+	@sed -e 's|^\(  *\)url: registry.example.com/mcp/mcp-edge-auth:.*|\1url: $(or $(OCI_PUSH),registry.example.com/mcp/mcp-edge-auth:$(OCI_TAG))|' \
+	     -e "s|^\(  *\)sha256: \"0\{64\}\"|\1sha256: \"$$(cut -d: -f2 $(BUILD)/oci.digest)\"|" \
+	     envoy/gateway/mcp-edge-auth.yaml > $(OCI_DIR)/envoy-gateway.yaml
+	@echo "wasm: $$(stat -c %s $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) gzipped; image: $(OCI_DIR) (tag $(OCI_TAG)); Istio: $(OCI_DIR)/wasmplugin.yaml; Envoy Gateway: $(OCI_DIR)/envoy-gateway.yaml"
 	@cat $(BUILD)/oci.digest
 ifdef OCI_PUSH
 	@$(MAKE) --no-print-directory oci-tools

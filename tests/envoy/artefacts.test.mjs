@@ -17,14 +17,16 @@ it('envoy/envoy.yaml is a valid Envoy configuration the filter accepts', async (
   try {
     const { ok, log } = await validateEnvoy(join('envoy', 'envoy.yaml'));
     assert.ok(ok, log.slice(-2000));
-    assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp with 1 issuer\(s\), 1 remote JWKS; MCP rules on the JSON-RPC body of 1 resource/);
+    assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp with 1 issuer\(s\), 1 remote JWKS; MCP rules on the JSON-RPC body of 1 resource\(s\), holding the headers/);
   } finally {
     process.chdir(prev);
   }
-  // Its MCP rules need the body: the plugin config lets the filter read it.
+  // Its MCP rules hold the headers: the plugin config lets the filter read the body while
+  // they wait, and the filter config says so.
   const wasm = findWasmConfigs(parse(readFileSync(join(ROOT, 'envoy', 'envoy.yaml'), 'utf8')));
   assert.equal(wasm.length, 1);
   assert.equal(wasm[0].allow_on_headers_stop_iteration, true);
+  assert.equal(JSON.parse(wasm[0].configuration.value).envoy_wasm.allow_on_headers_stop_iteration, true);
   assert.equal(wasm[0].fail_open, false);
 });
 
@@ -58,6 +60,7 @@ it('the Istio EnvoyFilter for MCP rules: the WasmPlugin config plus allow_on_hea
   assert.equal(remote.sha256, plugin.spec.sha256);
   const config = JSON.parse(wasm.configuration.value);
   assert.ok(config.resources[0].mcp, 'it exists for MCP rules');
+  assert.equal(config.envoy_wasm.allow_on_headers_stop_iteration, true, 'the filter is told the plugin config has the setting');
   assert.equal(config.resources[0].issuers[0].remote_jwks.http_uri.cluster, plugin.spec.pluginConfig.resources[0].issuers[0].remote_jwks.http_uri.cluster);
   // Envoy accepts every field of that plugin config (with the module from disk instead of
   // the registry), and the filter loads its configuration.
@@ -66,7 +69,7 @@ it('the Istio EnvoyFilter for MCP rules: the WasmPlugin config plus allow_on_hea
   Object.assign(target, { ...wasm, vm_config: { ...wasm.vm_config, code: target.vm_config.code } });
   const { ok, log } = await validateEnvoy(b);
   assert.ok(ok, log.slice(-2000));
-  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource/);
+  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource\(s\), holding the headers/);
 });
 
 it('the Istio WasmPlugin is fail-closed, pinned, and its pluginConfig is accepted by the filter', async () => {
@@ -81,10 +84,11 @@ it('the Istio WasmPlugin is fail-closed, pinned, and its pluginConfig is accepte
   const b = bootstrap({ port: 1, adminPort: 2, configValue, upstreamPort: 3 });
   const { ok, log } = await validateEnvoy(b);
   assert.ok(ok, log.slice(-2000));
-  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp/);
-  // MCP body rules need allow_on_headers_stop_iteration, which a WasmPlugin cannot set:
-  // they belong in mcp-rules-envoyfilter.yaml, not here.
-  assert.equal(plugin.spec.pluginConfig.resources.some((r) => r.mcp), false);
+  // MCP rules work with a stock WasmPlugin (no allow_on_headers_stop_iteration, which a
+  // WasmPlugin cannot set): the filter holds the body, not the headers.
+  assert.ok(plugin.spec.pluginConfig.resources.some((r) => r.mcp), 'the example has a per-tool rule');
+  assert.equal(plugin.spec.pluginConfig.envoy_wasm, undefined);
+  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource\(s\), the headers go on once the token is checked/);
 
   // The JWKS cluster named in pluginConfig is the one the ServiceEntry creates.
   const docs = parseAllDocuments(readFileSync(join(ROOT, 'envoy', 'istio', 'jwks-serviceentry.yaml'), 'utf8')).map((d) => d.toJS());
@@ -98,4 +102,43 @@ it('the Istio WasmPlugin is fail-closed, pinned, and its pluginConfig is accepte
   const tls = dr.spec.trafficPolicy.portLevelSettings.find((s) => s.port.number === port).tls;
   assert.equal(tls.mode, 'SIMPLE', 'TLS is originated for the JWKS fetch');
   assert.equal(dr.spec.host, se.spec.hosts[0]);
+});
+
+it('the Envoy Gateway example: the EnvoyExtensionPolicy config is accepted by the filter, and its JWKS cluster is the one Envoy Gateway makes for the JWKS route', async () => {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, 'envoy', 'gateway', 'mcp-edge-auth.yaml'), 'utf8')).map((d) => d.toJS());
+  const eep = docs.find((d) => d.kind === 'EnvoyExtensionPolicy');
+  const routes = docs.filter((d) => d.kind === 'HTTPRoute');
+  const backend = docs.find((d) => d.kind === 'Backend');
+  const [wasm] = eep.spec.wasm;
+  assert.equal(eep.spec.wasm.length, 1);
+  assert.equal(wasm.failOpen, false);
+  assert.equal(wasm.code.type, 'Image');
+  assert.match(wasm.code.image.sha256, /^[0-9a-f]{64}$/);
+  // The policy is attached to the MCP server's route.
+  const [target] = eep.spec.targetRefs;
+  const mcpRoute = routes.find((r) => r.metadata.name === target.name);
+  assert.ok(mcpRoute, `route ${target.name} is in the file`);
+  assert.equal(target.kind, 'HTTPRoute');
+  // The filter serves the PRM, so the route must carry /.well-known/oauth-protected-resource.
+  const prefixes = mcpRoute.spec.rules.flatMap((r) => r.matches.map((m) => m.path.value));
+  assert.ok(prefixes.includes('/.well-known/oauth-protected-resource'), prefixes.join());
+  // Envoy Gateway names a route rule's cluster httproute/<namespace>/<name>/rule/<index>.
+  const remote = wasm.config.resources[0].issuers[0].remote_jwks.http_uri;
+  const m = /^httproute\/([^/]+)\/([^/]+)\/rule\/(\d+)$/.exec(remote.cluster);
+  assert.ok(m, remote.cluster);
+  const jwksRoute = routes.find((r) => r.metadata.namespace === m[1] && r.metadata.name === m[2]);
+  assert.ok(jwksRoute, `a route ${m[1]}/${m[2]} exists for the JWKS cluster`);
+  const rule = jwksRoute.spec.rules[Number(m[3])];
+  assert.equal(rule.matches[0].path.value, new URL(remote.uri).pathname);
+  assert.equal(rule.backendRefs[0].kind, 'Backend');
+  assert.equal(rule.backendRefs[0].name, backend.metadata.name);
+  assert.equal(backend.spec.endpoints[0].fqdn.hostname, new URL(remote.uri).host);
+  assert.equal(backend.spec.tls.sni, new URL(remote.uri).host, 'TLS to the authorization server');
+  // Envoy Gateway passes `config` as a JSON string; no allow_on_headers_stop_iteration, so
+  // the rules hold the body. Envoy and the filter accept it.
+  assert.equal(wasm.config.envoy_wasm, undefined);
+  const b = bootstrap({ port: 1, adminPort: 2, configValue: JSON.stringify(wasm.config), upstreamPort: 3, allowOnHeadersStopIteration: false, clusters: { [remote.cluster]: 3 } });
+  const { ok, log } = await validateEnvoy(b);
+  assert.ok(ok, log.slice(-2000));
+  assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource\(s\), the headers go on once the token is checked/);
 });

@@ -22,8 +22,10 @@ const call = (name) => JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/ca
 async function recordingUpstream(h2) {
   const started = [];
   const onRequest = (req, res) => {
-    const rec = { headers: req.headers, bytes: 0, complete: false };
+    const rec = { headers: req.headers, bytes: 0, complete: false, aborted: false, rstCode: null };
     started.push(rec);
+    req.on('aborted', () => { rec.aborted = true; });
+    if (h2) req.stream.on('close', () => { rec.rstCode = req.stream.rstCode; });
     req.on('data', (c) => { rec.bytes += c.length; });
     req.on('end', () => {
       rec.complete = true;
@@ -88,6 +90,7 @@ for (const h2 of [false, true]) {
 
     it('a forbidden tool: 403 step-up; the upstream got the headers but never the body', async () => {
       upstream.started.length = 0;
+      const before = await envoy.stats();
       const res = await post(await token('mcp:read', 'intruder'), call('admin_reset'));
       assert.equal(res.status, 403, res.body);
       const ch = parseChallenge(res.headers['www-authenticate']);
@@ -96,17 +99,27 @@ for (const h2 of [false, true]) {
       await sleep(300);
       for (const rec of upstream.started) {
         assert.equal(rec.bytes, 0, 'not one byte of the refused body reached the upstream');
-        // HTTP/1.1: the upstream connection is reset mid-request. HTTP/2: Node reports the
-        // RST_STREAM as the end of a request with an empty body (observed; noted in the docs).
-        if (!h2) assert.equal(rec.complete, false, 'a refused request never completes upstream');
+        // The upstream sees the request end by a reset, never by the end of its body: HTTP/1.1,
+        // the connection is closed mid-request; HTTP/2, RST_STREAM with an error code (Node
+        // then also emits 'end', with 0 bytes: what tells the two apart is the reset).
+        assert.equal(rec.aborted, true, 'the refused request is aborted upstream');
+        if (h2) assert.ok(rec.rstCode > 0, `RST_STREAM with an error code (${rec.rstCode})`);
+        else assert.equal(rec.complete, false, 'a refused request never completes upstream');
         assert.equal(rec.headers.authorization, undefined);
       }
-      console.log(`# stock ${h2 ? 'h2' : 'h1'}: upstream saw ${upstream.started.length} started request(s), 0 body bytes, 0 complete`);
+      // Counted once, as the refusal it is (not also as allowed when the headers went on).
+      const after = await envoy.stats();
+      const d = (k) => (after[k] ?? 0) - (before[k] ?? 0);
+      assert.equal(d('requests_denied.scope'), 1);
+      assert.equal(d('requests_allowed'), 0);
+      console.log(`# stock ${h2 ? 'h2' : 'h1'}: upstream saw ${upstream.started.length} started request(s), 0 body bytes, all reset ${JSON.stringify(upstream.started.map(({ headers, ...r }) => r))}`);
     });
 
     it('the same tool with mcp:admin passes; no token is refused before anything reaches the upstream', async () => {
       upstream.started.length = 0;
+      const before = await envoy.stats();
       assert.equal((await post(await token('mcp:read mcp:admin'), call('admin_reset'))).status, 200);
+      assert.equal((await envoy.stats()).requests_allowed - (before.requests_allowed ?? 0), 1, 'counted as allowed once its body went on');
       assert.equal(upstream.started.length, 1);
       upstream.started.length = 0;
       const res = await send(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: [['content-type', 'application/json']], body: call('admin_reset') });

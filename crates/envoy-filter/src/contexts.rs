@@ -244,6 +244,9 @@ impl Stream {
             };
             match refusal {
                 None => {
+                    if let Some((reason, cache_hit)) = state.uncounted.take() {
+                        filter.count_forward(reason, cache_hit);
+                    }
                     state.phase = Phase::Forwarded;
                     Action::Continue
                 }

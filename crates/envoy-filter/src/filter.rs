@@ -117,6 +117,9 @@ pub(crate) struct StreamState {
     pub hold_body: Option<usize>,
     /// The verified identity of a forwarded request (what a held body is checked against).
     pub identity: Option<mcp_edge_auth_core::Identity>,
+    /// A forward whose body is held is counted only once the body is let go: its reason and
+    /// whether the token cache decided it.
+    pub uncounted: Option<(Reason, bool)>,
 }
 
 /// What became of a request.
@@ -244,9 +247,19 @@ impl Filter {
         let rules = if self.body_rules == 0 {
             String::new()
         } else {
+            let mode = if self.holds_headers() {
+                // The operator said the Wasm plugin config has the setting.
+                format!(
+                    "holding the headers until the body is read (the Wasm plugin config must \
+                     set {STOP_ITERATION_KNOB}: true)"
+                )
+            } else {
+                "the headers go on once the token is checked, the body is held until the rules \
+                 decide"
+                    .to_string()
+            };
             format!(
-                "; MCP rules on the JSON-RPC body of {} resource(s) (the plugin config needs \
-                 {STOP_ITERATION_KNOB}: true)",
+                "; MCP rules on the JSON-RPC body of {} resource(s), {mode}",
                 self.body_rules
             )
         };
@@ -515,9 +528,11 @@ impl Filter {
     }
 
     fn forward(&self, f: Forward, state: &mut StreamState) -> Step {
-        self.metrics.decision(f.reason);
-        if f.reason == Reason::Allowed {
-            self.metrics.cache(f.cache_hit);
+        if state.hold_body.is_some() {
+            // Counted when the held body is let go; a refusal counts as that refusal only.
+            state.uncounted = Some((f.reason, f.cache_hit));
+        } else {
+            self.count_forward(f.reason, f.cache_hit);
         }
         host::debug(|| {
             let cached = if f.cache_hit { ", token cache hit" } else { "" };
@@ -535,6 +550,14 @@ impl Filter {
         state.response_headers = f.response_headers;
         state.identity = f.identity;
         Step::Forwarded
+    }
+
+    /// Counts a request let through (and whether the token cache decided it).
+    pub fn count_forward(&self, reason: Reason, cache_hit: bool) {
+        self.metrics.decision(reason);
+        if reason == Reason::Allowed {
+            self.metrics.cache(cache_hit);
+        }
     }
 
     /// Keeps a request the schedule paused, to decide it again when it is woken.
