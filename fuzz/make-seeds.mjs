@@ -23,4 +23,9 @@ put('mcp_body', 'call.json', JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'to
 put('mcp_body', 'batch.json', JSON.stringify([{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { jsonrpc: '2.0', method: 'notifications/initialized' }]));
 put('introspection', 'active.json', JSON.stringify({ active: true, aud: 'https://mcp.example.com/mcp', exp: 1900000000, scope: 'mcp:read', sub: 'u' }));
 put('decide', 'wellknown.txt', 'GET/.well-known/oauth-protected-resource/mcp');
+// p256: a private scalar (32 bytes), a message, and the optional tamper / raw signature bytes
+// the target's Arbitrary input reads after it.
+put('p256', 'scalar.bin', Buffer.concat([Buffer.alloc(31, 0x11), Buffer.from([0x2a]), Buffer.from('{"alg":"ES256"}.payload')]));
+// Every target in the Makefile gets a corpus directory, seeded or empty.
+for (const t of (process.env.FUZZ_TARGETS ?? '').split(/\s+/).filter(Boolean)) corpus(t);
 console.log('seeded fuzz/corpus');

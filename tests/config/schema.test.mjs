@@ -33,6 +33,8 @@ function configsInYaml(file) {
     if (Array.isArray(node)) node.forEach(visit);
     else if (node && typeof node === 'object') {
       if (node.pluginConfig && node.pluginConfig.resources) found.push(node.pluginConfig);
+      // Envoy Gateway: EnvoyExtensionPolicy.spec.wasm[].config.
+      if (node.kind === 'EnvoyExtensionPolicy') for (const w of node.spec?.wasm ?? []) if (w.config?.resources) found.push(w.config);
       for (const [k, v] of Object.entries(node)) {
         if (k === 'value' && typeof v === 'string' && v.includes('"resources"')) found.push(JSON.parse(v));
         else visit(v);
@@ -67,9 +69,16 @@ function allConfigs() {
   return list;
 }
 
-function coreCheck(config) {
+/** The host a shipped config is for: Envoy manifests, Worker configs, or (examples) every host. */
+function hostOf(name) {
+  if (name.includes('/envoy/')) return ['--host', 'envoy'];
+  if (name.includes('/workers/')) return ['--host', 'worker'];
+  return [];
+}
+
+function coreCheck(config, host = []) {
   try {
-    const out = execFileSync(CLI, ['check-config', '-'], { input: JSON.stringify(config), encoding: 'utf8' });
+    const out = execFileSync(CLI, ['check-config', ...host, '-'], { input: JSON.stringify(config), encoding: 'utf8' });
     return { ok: true, out };
   } catch (e) {
     return { ok: false, out: String(e.stdout) };
@@ -87,7 +96,7 @@ describe('one config format: schema, examples and manifests agree', () => {
     it(`${name.replace(ROOT + '/', '')} validates against the schema and loads in the core`, () => {
       const ok = validate(config);
       assert.ok(ok, JSON.stringify(validate.errors, null, 1));
-      const r = coreCheck(config);
+      const r = coreCheck(config, hostOf(name));
       assert.ok(r.ok, r.out);
     });
   }

@@ -20,6 +20,7 @@ use crate::challenge;
 use crate::claims::{self, ClaimError};
 use crate::config::{Config, Resource, Unmatched};
 use crate::crypto::{Algorithm, Verification, VerifyInput};
+use crate::explain::{Check, NoTrace, Step, Trace};
 use crate::http::{Body, Forward, Identity, Reason, Request, Response};
 use crate::jws;
 use crate::keys::schedule::{KeyWait, Refusal as KeyRefusal};
@@ -305,7 +306,7 @@ impl Gateway {
         keys: &KeyStore,
         cache: &mut TokenCache,
     ) -> Verdict {
-        self.decide_with(req, now, keys, cache, true)
+        self.decide_with(req, now, keys, cache, true, &mut NoTrace)
     }
 
     /// Decides a request on everything but its body's MCP rules: the token, the base scopes,
@@ -320,7 +321,7 @@ impl Gateway {
         keys: &KeyStore,
         cache: &mut TokenCache,
     ) -> Verdict {
-        self.decide_with(req, now, keys, cache, false)
+        self.decide_with(req, now, keys, cache, false, &mut NoTrace)
     }
 
     /// The MCP rules of a request already forwarded by [`Gateway::decide_deferring_body`],
@@ -349,6 +350,16 @@ impl Gateway {
         Some(r)
     }
 
+    /// The decision of `req` as [`Gateway::decide`] takes it (`req.body` set when the
+    /// resource has MCP rules), with every check it made, for `mcp-edge-auth explain`. Uses a
+    /// fresh token cache, so the token is checked in full.
+    pub fn explain(&self, req: &Request<'_>, now: u64, keys: &KeyStore) -> (Verdict, Vec<Step>) {
+        let mut steps = Vec::new();
+        let mut cache = self.new_cache();
+        let verdict = self.decide_with(req, now, keys, &mut cache, true, &mut steps);
+        (verdict, steps)
+    }
+
     fn decide_with(
         &self,
         req: &Request<'_>,
@@ -356,6 +367,7 @@ impl Gateway {
         keys: &KeyStore,
         cache: &mut TokenCache,
         body_rules: bool,
+        trace: &mut impl Trace,
     ) -> Verdict {
         let path = req.path_only();
         if let Some(res) = metadata::lookup(&self.config.resources, path, |r| {
@@ -364,6 +376,9 @@ impl Gateway {
             return Verdict::Respond(metadata::serve(res, req.method));
         }
         let Some((ri, res)) = self.route(req.authority, path) else {
+            trace.step(Check::Resource, false, || {
+                alloc::format!("no resource covers {}{path}", req.authority)
+            });
             return match self.config.unmatched {
                 Unmatched::Allow => Verdict::Forward(Forward {
                     remove_headers: Vec::new(),
@@ -378,6 +393,7 @@ impl Gateway {
             };
         };
 
+        trace.step(Check::Resource, true, || res.resource.clone());
         let cors = match req.single_header("origin") {
             Err(_) => {
                 return Verdict::Respond(challenge::invalid_request(
@@ -427,11 +443,28 @@ impl Gateway {
         };
 
         let token = match bearer::extract(req) {
-            Bearer::None => return with_cors(challenge::no_credentials(res), &cors),
-            Bearer::Malformed(d) => return with_cors(challenge::invalid_request(res, d), &cors),
+            Bearer::None => {
+                trace.step(Check::Credentials, false, || {
+                    "no Authorization: Bearer header (the challenge starts discovery)".into()
+                });
+                return with_cors(challenge::no_credentials(res), &cors);
+            }
+            Bearer::Malformed(d) => {
+                trace.step(Check::Credentials, false, || d.into());
+                return with_cors(challenge::invalid_request(res, d), &cors);
+            }
             Bearer::Token(t) => t,
         };
+        trace.step(Check::Credentials, true, || {
+            alloc::format!("a bearer token of {} bytes", token.len())
+        });
         if token.len() > self.config.max_token_bytes {
+            trace.step(Check::Format, false, || {
+                alloc::format!(
+                    "longer than max_token_bytes ({})",
+                    self.config.max_token_bytes
+                )
+            });
             return with_cors(
                 challenge::invalid_token(res, "The access token is too large", Reason::Invalid),
                 &cors,
@@ -441,7 +474,12 @@ impl Gateway {
         let rule_scopes = if body_rules {
             match self.rule_scopes(res, req) {
                 Ok(s) => s,
-                Err(r) => return with_cors(r, &cors),
+                Err(r) => {
+                    trace.step(Check::Body, false, || {
+                        alloc::format!("the MCP rules refused the body ({}): {}", r.status, r.body)
+                    });
+                    return with_cors(r, &cors);
+                }
             }
         } else {
             Vec::new()
@@ -513,8 +551,16 @@ impl Gateway {
                 });
             }
         }
-        match self.check_token(res, ri, token, hash, now, keys, base) {
-            Ok(Checked::Verified(p)) => self.accept(p, None, now, keys, cache).into(),
+        match self.check_token(res, ri, token, hash, now, keys, base, trace) {
+            Ok(Checked::Verified(p)) => {
+                if trace.enabled() {
+                    let missing = missing_scopes(res, &p.identity, &p.base.rule_scopes);
+                    trace.step(Check::Scopes, missing.is_none(), || {
+                        self.scope_detail(res, req, &p.identity, missing.as_deref())
+                    });
+                }
+                self.accept(p, None, now, keys, cache).into()
+            }
             Ok(Checked::Other(v)) => v,
             Err((r, cors)) => with_cors(r, &cors),
         }
@@ -530,20 +576,44 @@ impl Gateway {
         now: u64,
         keys: &KeyStore,
         base: ForwardBase,
+        trace: &mut impl Trace,
     ) -> Result<Checked, Refusal> {
         let invalid = |d: &'static str, reason: Reason, base: &ForwardBase| {
             (challenge::invalid_token(res, d, reason), base.cors.clone())
         };
-        let jws =
-            jws::parse(token).map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let jws = match jws::parse(token) {
+            Ok(j) => j,
+            Err(e) => {
+                trace.step(Check::Format, false, || e.description().into());
+                return Err(invalid(e.description(), Reason::Invalid, &base));
+            }
+        };
+        trace.step(Check::Format, true, || {
+            alloc::format!(
+                "JWS header: alg {}, kid {}, typ {}; claims {}",
+                jws.alg.name(),
+                shown(jws.kid.as_deref()),
+                shown(jws.typ.as_deref()),
+                explain_claims(&jws.claims.0)
+            )
+        });
+        let trusted = || {
+            res.issuers
+                .iter()
+                .filter_map(|id| self.config.issuer(*id).map(|i| i.issuer.as_str()))
+                .collect::<Vec<_>>()
+        };
         let iss = match jws.claims.get("iss") {
             Some(Value::String(s)) => s.as_str(),
             _ => {
+                trace.step(Check::Issuer, false, || {
+                    alloc::format!("no iss claim; trusted: {:?}", trusted())
+                });
                 return Err(invalid(
                     ClaimError::MissingIssuer.description(),
                     Reason::Invalid,
                     &base,
-                ))
+                ));
             }
         };
         let Some((issuer_id, issuer)) = res
@@ -552,21 +622,43 @@ impl Gateway {
             .filter_map(|id| self.config.issuer(*id).map(|i| (*id, i)))
             .find(|(_, i)| i.issuer == iss)
         else {
+            trace.step(Check::Issuer, false, || {
+                alloc::format!(
+                    "iss {iss:?} is not one of this resource's issuers {:?} (compared exactly)",
+                    trusted()
+                )
+            });
             return Err(invalid(
                 "The access token issuer is not trusted",
                 Reason::Invalid,
                 &base,
             ));
         };
-        if !issuer.algorithms.contains(jws.alg) {
+        trace.step(Check::Issuer, true, || alloc::format!("{iss:?}"));
+        let allowed = issuer.algorithms.contains(jws.alg);
+        trace.step(Check::Algorithm, allowed, || {
+            let names: Vec<&str> = issuer.algorithms.iter().map(|a| a.name()).collect();
+            alloc::format!("alg {}; the issuer allows {names:?}", jws.alg.name())
+        });
+        if !allowed {
             return Err(invalid(
                 "The access token signature algorithm is not allowed",
                 Reason::Invalid,
                 &base,
             ));
         }
-        claims::check_typ(jws.typ.as_deref(), issuer.typ)
-            .map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let typ = claims::check_typ(jws.typ.as_deref(), issuer.typ);
+        trace.step(Check::Typ, typ.is_ok(), || {
+            let why = typ.err().map_or("", ClaimError::description);
+            alloc::format!(
+                "typ {}; policy {:?}. {why}",
+                shown(jws.typ.as_deref()),
+                issuer.typ
+            )
+            .trim_end_matches([' ', '.'])
+            .into()
+        });
+        typ.map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
         let c = &jws.claims;
         let exp = claims::check_time(
             c.get("exp"),
@@ -574,15 +666,31 @@ impl Gateway {
             c.get("iat"),
             now,
             issuer.clock_skew,
-        )
-        .map_err(|e| {
+        );
+        trace.step(Check::Lifetime, exp.is_ok(), || {
+            let why = exp.err().map_or("", ClaimError::description);
+            alloc::format!(
+                "now {now}; exp {}, nbf {}, iat {}; clock skew {} s. {why}",
+                relative(c.get("exp"), now),
+                relative(c.get("nbf"), now),
+                relative(c.get("iat"), now),
+                issuer.clock_skew
+            )
+            .trim_end_matches([' ', '.'])
+            .into()
+        });
+        let exp = exp.map_err(|e| {
             let reason = match e {
                 ClaimError::Expired | ClaimError::NotYetValid => Reason::Expired,
                 _ => Reason::Invalid,
             };
             invalid(e.description(), reason, &base)
         })?;
-        match audience::check(c.get("aud"), &res.audiences, res.fold_origin_slash) {
+        let aud = audience::check(c.get("aud"), &res.audiences, res.fold_origin_slash);
+        trace.step(Check::Audience, aud == Audience::Accepted, || {
+            explain_audience(c.get("aud"), &res.audiences, res.fold_origin_slash)
+        });
+        match aud {
             Audience::Accepted => {}
             Audience::NotForUs | Audience::Malformed => {
                 return Err(invalid(
@@ -592,19 +700,27 @@ impl Gateway {
                 ))
             }
         }
-        let scopes = claims::scopes(c.get("scope"), c.get("scp"))
-            .map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
+        let scopes = claims::scopes(c.get("scope"), c.get("scp"));
+        if let Err(e) = &scopes {
+            trace.step(Check::ScopeClaim, false, || e.description().into());
+        }
+        let scopes = scopes.map_err(|e| invalid(e.description(), Reason::Invalid, &base))?;
 
         let remote = matches!(issuer.source, crate::config::KeySource::Remote(_));
         let stored = match keys.state(issuer_id, now) {
             KeyState::Usable(k) => k,
             KeyState::Missing if remote => {
+                trace.step(Check::Keys, false, || {
+                    "the issuer's JWKS is not loaded (the gateway fetches it; until it \
+                     arrives: 503 with Retry-After)"
+                        .into()
+                });
                 return Ok(Checked::Other(Verdict::AwaitKeys(KeyWait {
                     issuer: issuer_id,
                     unknown_kid: false,
                     generation: keys.generation(issuer_id),
                     refusal: KeyRefusal::Unavailable(base.cors),
-                })))
+                })));
             }
             KeyState::Missing => {
                 // Inline keys are installed at load; never reached for a valid config.
@@ -618,6 +734,22 @@ impl Gateway {
             .map(|(i, _)| i)
             .take(MAX_CANDIDATES)
             .collect();
+        trace.step(Check::Key, !candidates.is_empty(), || {
+            let known: Vec<String> = stored
+                .iter()
+                .map(|k| alloc::format!("{} {}", k.jwk.alg.name(), shown(k.jwk.kid.as_deref())))
+                .collect();
+            alloc::format!(
+                "kid {}, alg {}; the issuer's keys: {known:?}{}",
+                shown(jws.kid.as_deref()),
+                jws.alg.name(),
+                if candidates.is_empty() && remote {
+                    " (an unknown kid makes the gateway refetch the JWKS once per cooldown)"
+                } else {
+                    ""
+                }
+            )
+        });
         if candidates.is_empty() {
             if remote && jws.kid.as_deref().is_some_and(plausible_kid) {
                 let (r, cors) = invalid(
@@ -663,12 +795,24 @@ impl Gateway {
         for &i in &candidates {
             let Some(k) = stored.get(i) else { continue };
             match k.verifier.verify(&input) {
-                Verification::Valid => return Ok(Checked::Verified(pending)),
+                Verification::Valid => {
+                    trace.step(Check::Signature, true, || {
+                        alloc::format!(
+                            "verified with {} key {}",
+                            k.jwk.alg.name(),
+                            shown(k.jwk.kid.as_deref())
+                        )
+                    });
+                    return Ok(Checked::Verified(pending));
+                }
                 Verification::Invalid => {}
                 Verification::Deferred => deferred = true,
             }
         }
         if deferred {
+            trace.step(Check::Signature, true, || {
+                "left to the host's crypto (deferred provider)".into()
+            });
             return Ok(Checked::Other(Verdict::VerifySignature(SignatureJob {
                 issuer: issuer_id,
                 generation: keys.generation(issuer_id),
@@ -679,6 +823,9 @@ impl Gateway {
                 pending,
             })));
         }
+        trace.step(Check::Signature, false, || {
+            alloc::format!("no candidate key verifies it ({} tried)", candidates.len())
+        });
         Err((
             challenge::invalid_token(
                 res,
@@ -893,6 +1040,110 @@ impl Gateway {
             cache_hit,
         })
     }
+}
+
+impl Gateway {
+    /// What the scope check compared: the token's scopes, the resource's, and each MCP
+    /// rule that matched a message of the body.
+    fn scope_detail(
+        &self,
+        res: &Resource,
+        req: &Request<'_>,
+        identity: &Identity,
+        missing: Option<&[String]>,
+    ) -> String {
+        let mut out = alloc::format!(
+            "the token grants {:?}; the resource requires {:?}",
+            identity.scopes,
+            res.required_scopes
+        );
+        if let (Some(m), Body::Bytes(b)) = (&res.mcp, req.body) {
+            if let Ok(messages) = mcp::parse_body(b) {
+                for msg in &messages {
+                    if let Some(rule) = mcp::matching_rule(&m.rules, msg) {
+                        out.push_str(&alloc::format!(
+                            "; rule {{method {:?}, name {:?}}} matched {} {:?} and requires {:?}",
+                            rule.method,
+                            rule.name,
+                            msg.method.as_deref().unwrap_or(""),
+                            msg.name.as_deref().unwrap_or(""),
+                            rule.scopes
+                        ));
+                    }
+                }
+            }
+        }
+        if !res.implied_scopes.is_empty() {
+            out.push_str(&alloc::format!(
+                "; scope_hierarchy {:?}",
+                res.implied_scopes
+            ));
+        }
+        if let Some(needed) = missing {
+            out.push_str(&alloc::format!("; a 403 names {needed:?}"));
+        }
+        out
+    }
+}
+
+/// An optional header field for `explain`: its value quoted, or `none`.
+fn shown(v: Option<&str>) -> String {
+    v.map_or_else(|| "none".into(), |s| alloc::format!("{s:?}"))
+}
+
+/// The registered claims of a token for `explain` (never the signature or the token).
+fn explain_claims(claims: &alloc::collections::BTreeMap<String, Value>) -> String {
+    let mut out = String::new();
+    for name in [
+        "iss",
+        "sub",
+        "aud",
+        "client_id",
+        "scope",
+        "scp",
+        "exp",
+        "nbf",
+        "iat",
+    ] {
+        if let Some(v) = claims.get(name) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&alloc::format!("{name}={v}"));
+        }
+    }
+    out
+}
+
+/// A time claim and how far it is from `now`.
+fn relative(v: Option<&Value>, now: u64) -> String {
+    match v.and_then(Value::as_u64) {
+        None => "absent".into(),
+        Some(t) if t >= now => alloc::format!("{t} (in {} s)", t - now),
+        Some(t) => alloc::format!("{t} ({} s ago)", now - t),
+    }
+}
+
+/// The token's audiences and this resource's, each in the normalised form compared.
+fn explain_audience(aud: Option<&Value>, accepted: &[String], fold: bool) -> String {
+    let values: Vec<&str> = match aud {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let forms: Vec<String> = values
+        .iter()
+        .map(|v| alloc::format!("{v} → {}", uri::audience_form(v, fold)))
+        .collect();
+    alloc::format!(
+        "aud {forms:?}; the resource accepts {accepted:?} (scheme and host lowercased, \
+         default port dropped{})",
+        if fold {
+            ", a bare origin's trailing slash ignored"
+        } else {
+            ""
+        }
+    )
 }
 
 /// Every scope a 403 must name when `identity` lacks one of the resource's base scopes or of

@@ -54,6 +54,7 @@ pub mod challenge;
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod explain;
 pub mod gateway;
 pub mod http;
 pub mod jwks;

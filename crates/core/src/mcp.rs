@@ -300,22 +300,24 @@ pub fn first_id(messages: &[Message]) -> Option<&Value> {
     messages.first().and_then(|m| m.id.as_ref())
 }
 
+/// The first rule that matches a message (its method, and its name where the rule has one).
+pub fn matching_rule<'r>(rules: &'r [Rule], m: &Message) -> Option<&'r Rule> {
+    let method = m.method.as_deref()?;
+    rules.iter().find(|r| {
+        glob(&r.method, method)
+            && match (&r.name, &m.name) {
+                (None, _) => true,
+                (Some(p), Some(n)) => glob(p, n),
+                (Some(_), None) => false,
+            }
+    })
+}
+
 /// The scopes the messages need beyond the base scopes, by the first matching rule each.
 pub fn needed_scopes(rules: &[Rule], messages: &[Message]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for m in messages {
-        let Some(method) = m.method.as_deref() else {
-            continue;
-        };
-        let rule = rules.iter().find(|r| {
-            glob(&r.method, method)
-                && match (&r.name, &m.name) {
-                    (None, _) => true,
-                    (Some(p), Some(n)) => glob(p, n),
-                    (Some(_), None) => false,
-                }
-        });
-        if let Some(r) = rule {
+        if let Some(r) = matching_rule(rules, m) {
             for s in &r.scopes {
                 if !out.contains(s) {
                     out.push(s.clone());

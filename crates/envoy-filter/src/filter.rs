@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::rc::Weak;
 use std::time::Duration;
 
+use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::keys::schedule::{
@@ -198,20 +199,12 @@ pub(crate) struct Filter {
 impl Filter {
     /// Builds the filter from the plugin configuration, or says (naming the field) why not.
     pub fn build(config: Option<&[u8]>) -> Result<Filter, String> {
-        let bytes = match config {
-            Some(b) if !b.iter().all(u8::is_ascii_whitespace) => b,
-            _ => {
-                return Err(
-                    "config: the plugin configuration is empty; pass the JSON config as a \
-                            google.protobuf.StringValue (Istio: WasmPlugin.spec.pluginConfig)"
-                        .to_string(),
-                )
-            }
-        };
-        let config = Config::from_json(bytes).map_err(|e| e.to_string())?;
+        let bytes = config.unwrap_or_default();
+        let Loaded { config, keys } =
+            config::load(bytes, config::Host::EnvoyWasm, Box::new(RingProvider))
+                .map_err(|e| e.to_string())?;
         let body_rules = body_rule_count(bytes);
         let remotes = remotes(&config)?;
-        let keys = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
         let schedule = KeySchedule::new(&config, host::now_ms());
         let gateway = Gateway::new(config);
         let cache = gateway.new_keyed_cache(host::random_key());
@@ -1055,12 +1048,9 @@ fn body_rule_count(json: &[u8]) -> usize {
         .map_or(0, |rs| rs.iter().filter(|r| r.get("mcp").is_some()).count())
 }
 
-/// The remote JWKS sources of a config, after the core's check that every remote JWKS and
-/// introspection endpoint names its Envoy cluster ([`Config::require_clusters`]).
+/// The remote JWKS sources of a config, which [`config::load`] has checked to name their
+/// Envoy cluster each.
 fn remotes(config: &Config) -> Result<Vec<Remote>, String> {
-    config
-        .require_clusters("Envoy filter")
-        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (id, iss) in config.issuers() {
         let mcp_edge_auth_core::config::KeySource::Remote(remote) = &iss.source else {
@@ -1109,8 +1099,10 @@ mod tests {
     #[test]
     fn remote_jwks_needs_a_cluster() {
         let bytes = config(remote(None), serde_json::json!({}));
-        let cfg = Config::from_json(&bytes).unwrap();
-        let err = remotes(&cfg).unwrap_err();
+        let err = config::load(&bytes, config::Host::EnvoyWasm, Box::new(RingProvider))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.starts_with("config: resources[0].issuers[0].remote_jwks.http_uri.cluster: "),
             "{err}"

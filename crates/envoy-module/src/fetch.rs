@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mcp_edge_auth_core::keys::schedule::{self, Failure, FetchOutcome, JwksFetch};
-use mcp_edge_auth_core::{Config, KeySchedule, KeyWait, Response, Wait, WaitId};
+use mcp_edge_auth_core::{KeySchedule, KeyWait, Response, Wait, WaitId};
 
 use crate::abi::{self, ConfigRef, ConfigScheduler, Level, StreamScheduler};
 use crate::filter::{now_ms, FilterConfig, WAKE};
@@ -33,14 +33,6 @@ const IDLE_TICK: Duration = Duration::from_millis(1000);
 const URGENT_TICK: Duration = Duration::from_millis(50);
 /// Config-scheduler event: timer tick or a worker's kick (handled alike).
 pub(crate) const TICK: u64 = 1;
-
-/// The module's checks at load: every remote JWKS and introspection endpoint names its
-/// Envoy cluster ([`Config::require_clusters`]).
-pub(crate) fn check(config: &Config) -> Result<(), String> {
-    config
-        .require_clusters("Envoy module")
-        .map_err(|e| e.to_string())
-}
 
 /// Where a paused stream can be woken. The stream's scheduler lives here so that waking
 /// (main thread) and the stream going away (worker) cannot race: both take it under the

@@ -15,14 +15,15 @@ use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::{
-    Config, Decision, Forward, Gateway, HeadersVerdict, IntrospectionJob, KeySchedule, KeyStore,
-    OwnedBody, OwnedRequest, Reason, Request, Response, TokenCache, Verdict, WaitId,
+    Decision, Forward, Gateway, HeadersVerdict, IntrospectionJob, KeySchedule, KeyStore, OwnedBody,
+    OwnedRequest, Reason, Request, Response, TokenCache, Verdict, WaitId,
 };
 
 use crate::abi::{self, status, Filter, HeaderMap, Level};
-use crate::fetch::{self, Fetcher, NoWait, WaitSlot};
+use crate::fetch::{Fetcher, NoWait, WaitSlot};
 use crate::metrics::Metrics;
 
 /// The request headers the core reads (besides the pseudo headers), as the core lists them
@@ -76,16 +77,11 @@ pub(crate) struct Broken;
 impl FilterConfig {
     /// Builds the filter from its JSON config, or says (naming the field) why not.
     pub fn build(json: &[u8], workers: usize) -> Result<FilterConfig, String> {
-        if json.iter().all(u8::is_ascii_whitespace) {
-            return Err(
-                "config: the filter configuration is empty; pass the JSON config as \
-                        filter_config (a google.protobuf.StringValue)"
-                    .to_string(),
-            );
-        }
-        let config = Config::from_json(json).map_err(|e| e.to_string())?;
-        fetch::check(&config)?;
-        let store = KeyStore::new(&config, Box::new(RingProvider)).map_err(|e| e.to_string())?;
+        let Loaded {
+            config,
+            keys: store,
+        } = config::load(json, config::Host::EnvoyModule, Box::new(RingProvider))
+            .map_err(|e| e.to_string())?;
         let schedule = KeySchedule::new(&config, now_ms());
         let gateway = Gateway::new(config);
         // Each worker's cache hashes with its own secret key, so that clients cannot aim

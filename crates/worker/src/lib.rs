@@ -43,6 +43,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
+use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
@@ -50,8 +51,8 @@ use mcp_edge_auth_core::keys::schedule::{
     Failure, FetchId, FetchOutcome, FetchReport, JWKS_ACCEPT,
 };
 use mcp_edge_auth_core::{
-    Config, Decision, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict,
-    Wait, WaitId,
+    Decision, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict, Wait,
+    WaitId,
 };
 
 /// Jobs (signatures, introspections) kept waiting for JavaScript at most. A job is normally
@@ -270,8 +271,12 @@ const BODY_TOO_LARGE: u8 = 2;
 impl Host {
     /// Loads a configuration (the one JSON format). The error names the offending field.
     pub fn new(config_json: &str) -> Result<Host, String> {
-        let config = Config::from_json(config_json.as_bytes()).map_err(|e| e.to_string())?;
-        let keys = KeyStore::new(&config, Box::new(DeferredProvider)).map_err(|e| e.to_string())?;
+        let Loaded { config, keys } = config::load(
+            config_json.as_bytes(),
+            config::Host::Worker,
+            Box::new(DeferredProvider),
+        )
+        .map_err(|e| e.to_string())?;
         // Everything is due at once: the first request (the Worker has no timers) starts it.
         let schedule = KeySchedule::new(&config, 0);
         let gateway = Gateway::new(config);

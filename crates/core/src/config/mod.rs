@@ -8,8 +8,11 @@
 //! once (the metadata document, the metadata URL, normalised audiences, header names) is
 //! computed here, not per request.
 
+pub mod host;
 mod path;
 mod raw;
+
+pub use host::{load, Host, Loaded};
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -208,6 +211,19 @@ pub struct RemoteJwks {
     pub retry_after: u32,
     /// Largest JWKS body the host accepts.
     pub max_body_bytes: u32,
+}
+
+impl Resource {
+    /// Where this resource's RFC 9728 metadata is served (the `resource_metadata` of its
+    /// challenges).
+    pub fn metadata_url(&self) -> &str {
+        &self.metadata_url
+    }
+
+    /// The audiences a token must name, in normalised form (see `uri::audience_form`).
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
 }
 
 impl Config {
