@@ -13,7 +13,7 @@
 //   node demo/run.mjs --check    start, run the printed curl commands, check their output, stop
 //
 // Ports (loopback): DEMO_AS_PORT (9400), DEMO_MCP_PORT (9401), DEMO_ENVOY_PORT (9410),
-// DEMO_WORKER_PORT (9420). Configs and logs go to .build/demo/ (DEMO_LOG_DIR).
+// ENVOY_ADMIN_PORT (Envoy's admin interface, 9411), DEMO_WORKER_PORT (9420). Configs and logs go to .build/demo/ (DEMO_LOG_DIR).
 // DEMO_HOSTS=worker (or envoy) starts only that gateway. The privileged tool is protected by
 // a per-tool rule on /mcp; DEMO_STEP_UP=route protects it with a second resource,
 // /admin/mcp, instead.
@@ -35,6 +35,7 @@ const PORTS = {
   as: Number(process.env.DEMO_AS_PORT ?? 9400),
   mcp: Number(process.env.DEMO_MCP_PORT ?? 9401),
   envoy: Number(process.env.DEMO_ENVOY_PORT ?? 9410),
+  envoyAdmin: Number(process.env.ENVOY_ADMIN_PORT ?? process.env.DEMO_ENVOY_ADMIN_PORT ?? 9411),
   worker: Number(process.env.DEMO_WORKER_PORT ?? 9420),
 };
 const HOSTS = (process.env.DEMO_HOSTS ?? 'envoy,worker').split(',').map((h) => h.trim()).filter(Boolean);
@@ -283,9 +284,9 @@ async function main() {
 
   if (startEnvoy) {
     process.stdout.write('starting Envoy with the mcp-edge-auth Wasm filter ... ');
-    const envoy = await startEnvoy({ port: PORTS.envoy, config: configFor(PORTS.envoy), jwksPort: PORTS.as, upstreamPort: PORTS.mcp, logFile: join(LOGS, 'envoy.log') });
+    const envoy = await startEnvoy({ port: PORTS.envoy, adminPort: PORTS.envoyAdmin, config: configFor(PORTS.envoy), jwksPort: PORTS.as, upstreamPort: PORTS.mcp, logFile: join(LOGS, 'envoy.log') });
     stoppers.push(['envoy', () => envoy.stop()]);
-    console.log('ok');
+    console.log(`ok (admin: ${envoy.adminUrl}/stats?filter=mcp_edge_auth)`);
   }
 
   if (startWorkerdWith) {

@@ -16,7 +16,12 @@ OCI_DIR    := $(BUILD)/oci
 OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | head -1)
 
 .PHONY: envoy-wasm envoy-cc oci oci-tools test-oci envoy-run
-envoy-wasm: setup-rust setup-node envoy-cc
+# Rebuilt only when a source it is built from changed, so `make demo` on an up-to-date tree
+# builds and writes nothing.
+ENVOY_WASM_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/envoy-filter $(ROOT)/crates/p256-tables \
+                        -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock
+envoy-wasm: $(ENVOY_WASM)
+$(ENVOY_WASM): $(ENVOY_WASM_SOURCES) | setup-rust setup-node envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
 	@mkdir -p $(BUILD)/envoy
 	$(NODE_BIN)/wasm-opt -O3 --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
@@ -65,5 +70,8 @@ test-envoy-unit:
 test-rust: test-envoy-unit
 test-js: oci-tools
 
+# ENVOY_ADMIN_PORT overrides envoy.yaml's admin port (9901): --config-yaml merges over -c.
+ENVOY_ADMIN_PORT ?= 9901
 envoy-run: envoy-wasm setup-python
-	$(ENVOY) -c envoy/envoy.yaml --concurrency 2 --use-dynamic-base-id
+	$(ENVOY) -c envoy/envoy.yaml --concurrency 2 --use-dynamic-base-id \
+	  --config-yaml '{"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": $(ENVOY_ADMIN_PORT)}}}}'

@@ -4,6 +4,8 @@
 # worker-pack      npm package (offline): $(BUILD)/worker/mcp-edge-auth-worker-<version>.tgz
 # worker-dry-run   wrangler deploy --dry-run of workers/wrangler.toml (offline, no login)
 # worker-test      the Worker tests alone (real workerd)
+# worker-dev       the proxy Worker under workerd on 127.0.0.1:8787 (workers/local/workerd.capnp),
+#                  in front of a local MCP server with a local authorization server
 
 WORKER_CRATE_WASM := $(ROOT)/target/wasm32-unknown-unknown/release/mcp_edge_auth_worker.wasm
 WORKER_BINDGEN    := $(BUILD)/worker/bindgen
@@ -20,7 +22,7 @@ WRANGLER_ENV := WRANGLER_SEND_METRICS=false WRANGLER_SEND_ERROR_REPORTS=false \
                 WRANGLER_LOG=warn CI=true NO_UPDATE_NOTIFIER=1 \
                 XDG_CONFIG_HOME=$(BUILD)/worker/xdg
 
-.PHONY: worker-build worker-tools worker-pack worker-dry-run worker-test worker-size
+.PHONY: worker-build worker-tools worker-pack worker-dry-run worker-test worker-size worker-dev
 
 # The wasm-bindgen CLI must be exactly the version of the wasm-bindgen crate. Built from
 # crates.io once per machine into $(TOOLS_DIR) (outside the clone).
@@ -30,7 +32,11 @@ worker-tools:
 	  $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS_DIR); \
 	fi
 
-worker-build: setup-rust setup-node worker-tools
+# Rebuilt only when a source it is built from changed (`make demo` twice builds once).
+WORKER_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/worker $(ROOT)/crates/p256-tables \
+                    -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock
+worker-build: $(WORKER_PKG_WASM)/mcp_edge_auth_worker_bg.wasm
+$(WORKER_PKG_WASM)/mcp_edge_auth_worker_bg.wasm: $(WORKER_SOURCES) | setup-rust setup-node worker-tools
 	$(CARGO) build -p mcp-edge-auth-worker --target wasm32-unknown-unknown --release
 	@rm -rf $(WORKER_BINDGEN) && mkdir -p $(WORKER_BINDGEN) $(WORKER_PKG_WASM)
 	$(WASM_BINDGEN) --target web --out-dir $(WORKER_BINDGEN) $(WORKER_CRATE_WASM)
@@ -55,3 +61,7 @@ worker-dry-run: worker-build
 
 worker-test: setup-node worker-build
 	node --test --test-concurrency=1 tests/workers/
+
+# The sample config embeds its files by paths relative to itself; workerd prints each request.
+worker-dev: worker-build
+	$(NODE_BIN)/workerd serve $(ROOT)/workers/local/workerd.capnp --verbose

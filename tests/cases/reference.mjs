@@ -53,7 +53,7 @@ export const cases = [
   { name: 'garbage token: 401', request: { auth: 'Bearer not-a-jwt' }, expect: { status: 401, error: 'invalid_token' } },
   { name: 'client-sent identity header is replaced, token not forwarded', token: { key: 'rs' }, request: { headers: [['x-mcp-subject', 'admin'], ['x-mcp-client-id', 'spoofed']] }, expect: { status: 200, upstream: { authorization: null, subject: 'user-1', clientId: 'client-1' } } },
   { name: 'access_token query parameter is stripped upstream', token: { key: 'rs' }, request: { placement: 'header', query: '?a=1&access_token=leak&b=2' }, expect: { status: 200, upstream: { url: '/mcp?a=1&b=2' } } },
-  { name: 'disallowed Origin: 403', token: { key: 'rs' }, request: { headers: [['origin', 'https://evil.example']] }, expect: { status: 403 } },
+  { name: 'disallowed Origin: 403 saying how to allow it, never echoing it', token: { key: 'rs' }, request: { headers: [['origin', 'https://evil.example']] }, expect: { status: 403, bodyError: { error: 'forbidden_origin', description: /^(?!.*evil)(?=.*allowed_origins)/ } } },
   { name: 'allowed Origin: forwarded with CORS', token: { key: 'rs' }, request: { headers: [['origin', 'https://app.example.com']] }, expect: { status: 200, acao: 'https://app.example.com' } },
   { name: 'allowed Origin without token: 401 exposes WWW-Authenticate', request: { headers: [['origin', 'https://app.example.com']] }, expect: { status: 401, noError: true, acao: 'https://app.example.com', exposes: 'www-authenticate' } },
   { name: 'sub-path of the resource is protected', request: { path: '/mcp/tools' }, expect: { status: 401, noError: true } },

@@ -131,11 +131,12 @@ export async function startEnvoy({
   logFile,
   allowOnHeadersStopIteration = true,
   upstreamH2 = false,
+  adminPort: fixedAdminPort,
 }) {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
   const dir = tempDir('mea-envoy-');
-  const adminPort = await freePort();
+  const adminPort = fixedAdminPort ?? (await freePort());
   const file = join(dir, 'envoy.json');
   writeFileSync(file, JSON.stringify(bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort, clusters, allowOnHeadersStopIteration, upstreamH2 }), null, 2));
   baseId += 1;

@@ -169,6 +169,11 @@ export function assertCase(c, res, ctx, upstreamSeen) {
     }
   }
   if (e.acao) assert.equal(res.headers['access-control-allow-origin'], e.acao);
+  if (e.bodyError) {
+    const body = JSON.parse(res.body);
+    assert.equal(body.error, e.bodyError.error);
+    assert.match(body.error_description, e.bodyError.description);
+  }
   if (e.exposes) assert.match(res.headers['access-control-expose-headers'] ?? '', new RegExp(e.exposes, 'i'));
   if (res.status === 200) {
     assert.equal(upstreamSeen.length, 1, 'exactly one request reached upstream');

@@ -124,7 +124,8 @@ pub(crate) fn forbidden_origin() -> Response {
         None,
         json_body(
             "forbidden_origin",
-            "Requests from this Origin are not allowed",
+            "Requests from this Origin are not allowed; to allow a browser client (for example \
+             MCP Inspector), add its origin to the resource's allowed_origins",
         ),
     )
 }

@@ -1139,7 +1139,7 @@ fn explain_audience(aud: Option<&Value>, accepted: &[String], fold: bool) -> Str
         "aud {forms:?}; the resource accepts {accepted:?} (scheme and host lowercased, \
          default port dropped{})",
         if fold {
-            ", a bare origin's trailing slash ignored"
+            ", an origin-only value's trailing / ignored"
         } else {
             ""
         }
