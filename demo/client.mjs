@@ -108,19 +108,34 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     process.exit(2);
   }
   const tool = opt('--call', 'whoami');
+  const issuer = opt('--issuer', `http://127.0.0.1:${process.env.DEMO_AS_PORT ?? 9400}`);
   console.log(`connecting to ${url} (the SDK follows the 401 challenge by itself):`);
   const c = await connect(url, {
     clientId: opt('--client-id', 'demo-client'),
     clientSecret: opt('--client-secret', 'demo-secret'),
     scope: opt('--scope', 'mcp:read'),
     // Credentials go only to this authorization server (the demo's, unless told otherwise).
-    expectedIssuer: opt('--issuer', `http://127.0.0.1:${process.env.DEMO_AS_PORT ?? 9400}`),
+    expectedIssuer: issuer,
     stepUp: true,
     verbose: true,
+    connect: false,
   });
-  const { tools } = await c.client.listTools();
-  console.log(`tools: ${tools.map((t) => t.name).join(', ')}`);
-  const result = await c.client.callTool({ name: tool, arguments: {} });
-  console.log(`${tool}: ${result.content?.[0]?.text}`);
-  await c.close();
+  try {
+    await c.client.connect(c.transport);
+    const { tools } = await c.client.listTools();
+    console.log(`tools: ${tools.map((t) => t.name).join(', ')}`);
+    const result = await c.client.callTool({ name: tool, arguments: {} });
+    console.log(`${tool}: ${result.content?.[0]?.text}`);
+    await c.close();
+  } catch (e) {
+    console.error(`\nfailed: ${e?.message ?? e}`);
+    // What the resource's metadata named, to tell an untrusted AS from a dead one.
+    const named = c.log.flatMap((x) => x.responseJson?.authorization_servers ?? []);
+    if (named.length && !named.includes(issuer)) {
+      console.error(`The resource names the authorization server ${named.join(', ')}, but this client sends credentials only to ${issuer}. If you trust it, pass --issuer ${named[0]}.`);
+    } else if (/fetch failed|ECONNREFUSED/.test(String(e?.message ?? e) + String(e?.cause ?? ''))) {
+      console.error(`Nothing answered: is the gateway at ${url} running (make demo)?`);
+    }
+    process.exit(1);
+  }
 }

@@ -31,6 +31,9 @@ dns.setDefaultResultOrder('ipv4first');
 
 const CHECK = process.argv.includes('--check');
 const STEP_UP = process.env.DEMO_STEP_UP === 'route' ? 'route' : 'tool';
+// DEMO_STATEFUL=1: the MCP server keeps sessions and sends a notification every 2 s on each
+// session's GET SSE stream, which the printed commands open through the gateway.
+const STATEFUL = ['1', 'true', 'yes'].includes(String(process.env.DEMO_STATEFUL ?? '').toLowerCase());
 const PORTS = {
   as: Number(process.env.DEMO_AS_PORT ?? 9400),
   mcp: Number(process.env.DEMO_MCP_PORT ?? 9401),
@@ -121,6 +124,7 @@ async function token(asBase, resource, scope = BASE_SCOPE) {
 }
 
 const TOOLS_LIST = '{"jsonrpc":"2.0","id":1,"method":"tools/list"}';
+const INITIALIZE = '{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}';
 const WHOAMI = '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}';
 const mcpHeaders = (port, t) => [
   ['host', `localhost:${port}`],
@@ -140,7 +144,14 @@ async function selfCheck(name, port, asBase) {
   const prm = await send(`${u.base}/.well-known/oauth-protected-resource/mcp`);
   if (prm.status !== 200 || prm.json().resource !== u.resource) throw new Error(`${name}: metadata ${prm.status} ${prm.body}`);
   const t = await token(asBase, u.resource);
-  const list = await send(`${u.base}/mcp`, { method: 'POST', headers: h(t), body: TOOLS_LIST });
+  let session = [];
+  if (STATEFUL) {
+    const init = await send(`${u.base}/mcp`, { method: 'POST', headers: h(t), body: INITIALIZE });
+    const sid = init.headers['mcp-session-id'];
+    if (init.status !== 200 || !sid) throw new Error(`${name}: initialize ${init.status} ${init.body.slice(0, 200)}`);
+    session = [['mcp-session-id', sid]];
+  }
+  const list = await send(`${u.base}/mcp`, { method: 'POST', headers: [...h(t), ...session], body: TOOLS_LIST });
   if (list.status !== 200 || !list.body.includes('whoami')) throw new Error(`${name}: tools/list ${list.status} ${list.body.slice(0, 200)}`);
 }
 
@@ -154,8 +165,10 @@ function commands(port, asBase) {
     challenge: `curl -si ${u.resource} ${json} -d '${TOOLS_LIST}'`,
     prm: `curl -s ${u.prm}`,
     token: `TOKEN=$(curl -s -u ${CLIENTS.demo.client_id}:${CLIENTS.demo.client_secret} -d grant_type=client_credentials -d scope=${BASE_SCOPE} -d resource=${u.resource} ${asBase}/token | sed -E 's/.*"access_token":"([^"]+)".*/\\1/')`,
-    tools: `curl -s ${u.resource} -H "Authorization: Bearer $TOKEN" ${json} -d '${TOOLS_LIST}'`,
-    whoami: `curl -s ${u.resource} -H "Authorization: Bearer $TOKEN" ${json} -d '${WHOAMI}'`,
+    session: `SID=$(curl -si ${u.resource} -H "Authorization: Bearer $TOKEN" ${json} -d '${INITIALIZE}' | sed -n 's/^mcp-session-id: *//Ip' | tr -d '\\r')`,
+    tools: `curl -s ${u.resource} -H "Authorization: Bearer $TOKEN"${STATEFUL ? ' -H "Mcp-Session-Id: $SID"' : ''} ${json} -d '${TOOLS_LIST}'`,
+    whoami: `curl -s ${u.resource} -H "Authorization: Bearer $TOKEN"${STATEFUL ? ' -H "Mcp-Session-Id: $SID"' : ''} ${json} -d '${WHOAMI}'`,
+    stream: `curl -sN ${u.resource} -H "Authorization: Bearer $TOKEN" -H "Mcp-Session-Id: $SID" -H 'Accept: text/event-stream'`,
     sdk: `node demo/client.mjs ${u.resource}${issuerArg}`,
     stepUp: `node demo/client.mjs ${u.privileged} --call ${PRIVILEGED_TOOL}${issuerArg}`,
   };
@@ -183,12 +196,16 @@ function banner(asBase) {
     '  # a token for exactly that resource (client credentials + RFC 8707 resource indicator)',
     `  ${c.token}`,
     '',
+    ...(STATEFUL ? ['  # open an MCP session (the server is stateful: DEMO_STATEFUL=1)', `  ${c.session}`, ''] : []),
     '  # list the tools with it',
     `  ${c.tools}`,
     '',
     '  # what reached the MCP server: the verified subject, no token',
     `  ${c.whoami}`,
     '',
+    ...(STATEFUL
+      ? ['  # the session\'s GET SSE stream, through the gateway: a notifications/message every 2 s (Ctrl-C ends it)', `  ${c.stream}`, '']
+      : ['  (DEMO_STATEFUL=1 make demo: a stateful MCP server, and the GET SSE stream through the gateway)', '']),
   );
   for (const [name, port] of GATEWAYS.slice(1)) {
     lines.push(
@@ -229,13 +246,19 @@ async function checkCommands(asBase) {
     };
     await expect('401 challenge', c.challenge, (o) => /^HTTP\/1\.1 401/m.test(o) && o.toLowerCase().includes(`www-authenticate: bearer resource_metadata="${u.prm.toLowerCase()}"`));
     await expect('metadata', c.prm, (o) => JSON.parse(o).resource === u.resource);
-    await expect('token + tools/list', `${c.token}\n${c.tools}`, (o) => JSON.parse(o).result.tools.some((t) => t.name === 'whoami'));
-    await expect('token + whoami', `${c.token}\n${c.whoami}`, (o) => {
-      const who = JSON.parse(o).result.structuredContent;
+    // A stateful server answers POSTs as SSE (`data: {…}`); a stateless one with JSON.
+    const rpc = (o) => JSON.parse(o.includes('data: ') ? o.split('\n').find((l) => l.startsWith('data: ')).slice(6) : o);
+    const open = STATEFUL ? `${c.session}\n` : '';
+    await expect('token + tools/list', `${c.token}\n${open}${c.tools}`, (o) => rpc(o).result.tools.some((t) => t.name === 'whoami'));
+    await expect('token + whoami', `${c.token}\n${open}${c.whoami}`, (o) => {
+      const who = rpc(o).result.structuredContent;
       return who.subject === CLIENTS.demo.client_id && who.authorization_received === false;
     });
     await expect('SDK client', c.sdk, (o) => o.includes('tools: whoami') && o.includes('"subject":"demo-client"'));
     await expect('SDK client step-up', c.stepUp, (o) => o.includes(' -> 403') && o.includes('"reset":true'));
+    if (STATEFUL) {
+      await expect('the GET SSE stream through the gateway', `${c.token}\n${open}timeout 5 ${c.stream}; true`, (o) => /^data: .*"method":"notifications\/message".*"tick \d+"/m.test(o));
+    }
   }
   // Audience binding between the gateways: one's token is refused by the other.
   if (GATEWAYS.length > 1) {
@@ -269,11 +292,12 @@ async function main() {
   console.log('ok');
 
   process.stdout.write('starting the MCP server (MCP TypeScript SDK) ... ');
-  const mcpArgs = ['--port', String(PORTS.mcp), '--log', ...privilegedPaths(STEP_UP).flatMap((p) => ['--privileged-path', p])];
+  const mcpArgs = ['--port', String(PORTS.mcp), '--log', ...(STATEFUL ? ['--stateful'] : []), ...privilegedPaths(STEP_UP).flatMap((p) => ['--privileged-path', p])];
   const mcp = await startNode('mcp', 'mcp-server.mjs', mcpArgs);
   await waitFor(async () => {
     if (mcp.exited) throw new Error(`exited; see ${mcp.log}`);
-    return (await send(`http://127.0.0.1:${PORTS.mcp}/mcp`)).status === 405;
+    // GET without a session: 405 (stateless) or 400 (stateful): either way it answers.
+    return [400, 405].includes((await send(`http://127.0.0.1:${PORTS.mcp}/mcp`)).status);
   }, { what: 'the MCP server' });
   console.log('ok');
 
