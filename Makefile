@@ -60,7 +60,7 @@ clippy: setup-rust
 	$(CARGO) clippy -p mcp-edge-auth-worker --target wasm32-unknown-unknown -- -D warnings
 
 test-rust:
-	$(CARGO) test -p mcp-edge-auth-core -p mcp-edge-auth-worker -p mcp-edge-auth-cli -p mcp-edge-auth-p256
+	$(CARGO) test -p mcp-edge-auth-core -p mcp-edge-auth-worker -p mcp-edge-auth-cli -p mcp-edge-auth-p256 -p mcp-edge-auth-rsa
 
 # The core's protocol logic must build without std for both Wasm targets.
 nostd: setup-rust

@@ -17,14 +17,17 @@
 //! to it): a modulus of 2048 to 8192 bits, odd, without leading zero bytes; an odd public
 //! exponent `3 ≤ e < 2³³`. A signature must be exactly as long as the modulus and less than it.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use sha2::{Digest, Sha256, Sha384, Sha512};
+/// A hash function for the verifier: `Hash` of the concatenation of the parts. Hosts that
+/// link a SHA-2 already (ring's) pass theirs to the `*_with` methods; the feature `sha2`
+/// provides one for the plain methods.
+pub type Hasher<'h> = &'h dyn Fn(Hash, &[&[u8]]) -> Vec<u8>;
 
 /// The hash of a JWS algorithm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +67,10 @@ impl Hash {
         }
     }
 
-    /// The hash of the concatenation of `parts`.
-    fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+    /// SHA-2 of the concatenation of `parts`, by the `sha2` crate.
+    #[cfg(feature = "sha2")]
+    pub fn digest(self, parts: &[&[u8]]) -> Vec<u8> {
+        use sha2::{Digest, Sha256, Sha384, Sha512};
         fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
             let mut d = D::new();
             for p in parts {
@@ -95,7 +100,7 @@ pub enum KeyError {
 pub struct PublicKey {
     /// The modulus and its Montgomery constant.
     n: Modulus,
-    /// `R² mod n`, `R = 2^(28·limbs)`, little-endian limbs.
+    /// `R² mod n`, `R = 2^(32·limbs)`, little-endian limbs.
     rr: Vec<u32>,
     /// The public exponent.
     e: u64,
@@ -121,7 +126,7 @@ impl PublicKey {
         if e_val < 3 || e_val >= (1 << 33) || e_val & 1 == 0 {
             return Err(KeyError::Exponent);
         }
-        let n_limbs = from_be(n, limb_count(bits));
+        let n_limbs = from_be(n, n.len().div_ceil(4));
         let rr = r_squared(&n_limbs);
         Ok(PublicKey {
             n: Modulus::new(n_limbs),
@@ -145,42 +150,55 @@ impl PublicKey {
         }
         let limbs = self.n.n.len();
         let s = from_be(sig, limbs);
-        // A signature of k bytes may still exceed the 28-bit limbs' width only if it is
-        // above n, which is refused here.
-        if sig.len() * 8 > limbs * W as usize && !fits(sig, limbs) {
-            return None;
-        }
         if !less_than(&s, &self.n.n) {
             return None;
         }
-        let mut m = vec![0u32; limbs];
-        let mut rev = vec![0u32; limbs];
-        // Into the Montgomery domain: s·R mod n = mont(s, R² mod n).
+        let mut w = vec![0u32; 2 * limbs + 1];
+        // Into the Montgomery domain: s·R mod n.
         let mut s_mont = vec![0u32; limbs];
-        self.n.mul(&s, &self.rr, &mut s_mont, &mut m, &mut rev);
+        mul_wide(&s, &self.rr, &mut w);
+        self.n.reduce(&mut w, &mut s_mont);
         // Left-to-right square-and-multiply over the bits of e (top bit first).
         let top = 63 - self.e.leading_zeros();
         let mut acc = s_mont.clone();
-        let mut tmp = vec![0u32; limbs];
         for i in (0..top).rev() {
-            self.n.mul(&acc, &acc, &mut tmp, &mut m, &mut rev);
-            core::mem::swap(&mut acc, &mut tmp);
+            sqr_wide(&acc, &mut w);
+            self.n.reduce(&mut w, &mut acc);
             if (self.e >> i) & 1 == 1 {
-                self.n.mul(&acc, &s_mont, &mut tmp, &mut m, &mut rev);
-                core::mem::swap(&mut acc, &mut tmp);
+                mul_wide(&acc, &s_mont, &mut w);
+                self.n.reduce(&mut w, &mut acc);
             }
         }
-        // Out of the Montgomery domain: mont(acc, 1).
-        let mut one = vec![0u32; limbs];
-        if let Some(l) = one.first_mut() {
-            *l = 1;
+        // Out of the Montgomery domain: reduce acc itself (acc·R⁻¹).
+        w.fill(0);
+        if let Some(low) = w.get_mut(..limbs) {
+            low.copy_from_slice(&acc);
         }
-        self.n.mul(&acc, &one, &mut tmp, &mut m, &mut rev);
-        Some(to_be(&tmp, self.k))
+        let mut m = vec![0u32; limbs];
+        self.n.reduce(&mut w, &mut m);
+        Some(to_be(&m, self.k))
     }
 
     /// RSASSA-PKCS1-v1_5 verification of `sig` over `msg` (RFC 8017 §8.2.2).
+    #[cfg(feature = "sha2")]
     pub fn verify_pkcs1(&self, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        self.verify_pkcs1_with(hash, msg, sig, &|h, parts| h.digest(parts))
+    }
+
+    /// RSASSA-PSS verification (see [`PublicKey::verify_pss_with`]) hashing with `sha2`.
+    #[cfg(feature = "sha2")]
+    pub fn verify_pss(&self, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+        self.verify_pss_with(hash, msg, sig, &|h, parts| h.digest(parts))
+    }
+
+    /// [`PublicKey::verify_pkcs1`] with the host's hash function.
+    pub fn verify_pkcs1_with(
+        &self,
+        hash: Hash,
+        msg: &[u8],
+        sig: &[u8],
+        digest: Hasher<'_>,
+    ) -> bool {
         let Some(em) = self.public_op(sig) else {
             return false;
         };
@@ -191,7 +209,7 @@ impl PublicKey {
         }
         // EM = 0x00 || 0x01 || PS (0xff…, at least 8) || 0x00 || DigestInfo.
         let ps = self.k - t_len - 3;
-        let digest = hash.digest(&[msg]);
+        let digest = digest(hash, &[msg]);
         let mut expected = Vec::with_capacity(self.k);
         expected.extend_from_slice(&[0x00, 0x01]);
         expected.resize(2 + ps, 0xff);
@@ -202,8 +220,8 @@ impl PublicKey {
     }
 
     /// RSASSA-PSS verification of `sig` over `msg` (RFC 8017 §8.1.2, §9.1.2) with MGF1 of
-    /// the same hash and a salt as long as the hash (RFC 7518 §3.5).
-    pub fn verify_pss(&self, hash: Hash, msg: &[u8], sig: &[u8]) -> bool {
+    /// the same hash and a salt as long as the hash (RFC 7518 §3.5), hashing with `digest`.
+    pub fn verify_pss_with(&self, hash: Hash, msg: &[u8], sig: &[u8], digest: Hasher<'_>) -> bool {
         let Some(full) = self.public_op(sig) else {
             return false;
         };
@@ -229,7 +247,7 @@ impl PublicKey {
         if masked_db.first().is_some_and(|&b| b & !top_mask != 0) {
             return false;
         }
-        let mut db = mgf1(hash, h, db_len);
+        let mut db = mgf1(hash, h, db_len, digest);
         for (d, m) in db.iter_mut().zip(masked_db) {
             *d ^= m;
         }
@@ -242,88 +260,47 @@ impl PublicKey {
             return false;
         }
         let salt = tail.get(1..).unwrap_or_default();
-        let m_hash = hash.digest(&[msg]);
-        let h2 = hash.digest(&[&[0u8; 8], &m_hash, salt]);
+        let m_hash = digest(hash, &[msg]);
+        let h2 = digest(hash, &[&[0u8; 8], &m_hash, salt]);
         h2 == h
     }
 }
 
 /// MGF1 (RFC 8017 §B.2.1) of `seed`, `len` bytes.
-fn mgf1(hash: Hash, seed: &[u8], len: usize) -> Vec<u8> {
+fn mgf1(hash: Hash, seed: &[u8], len: usize, digest: Hasher<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + hash.len());
     let mut counter: u32 = 0;
     while out.len() < len {
-        out.extend_from_slice(&hash.digest(&[seed, &counter.to_be_bytes()]));
+        out.extend_from_slice(&digest(hash, &[seed, &counter.to_be_bytes()]));
         counter = counter.wrapping_add(1);
     }
     out.truncate(len);
     out
 }
 
-/// Bits per limb. Limbs live in `u64` lanes, so a limb product is one native 64-bit
-/// multiply of values below 2²⁸ (in Wasm, `i64.mul`), and up to 2⁸ of them add up in a `u64`
-/// without a carry: columns are summed with no carry chain at all, carries move once per
-/// column.
-const W: u32 = 28;
-const MASK: u64 = (1 << W) - 1;
-/// Products summed before a column's partial sum is folded (each below 2⁵⁶: 2⁸ of them fit).
-const CHUNK: usize = 120;
-
-/// Limbs for a modulus of `bits` bits: enough that `R = 2^(28·limbs) > n`.
-fn limb_count(bits: usize) -> usize {
-    bits.div_ceil(W as usize)
-}
-
-/// Big-endian bytes into `limbs` little-endian 28-bit limbs (zero-padded).
+/// Big-endian bytes into `limbs` little-endian 32-bit limbs (zero-padded).
 fn from_be(bytes: &[u8], limbs: usize) -> Vec<u32> {
     let mut out = vec![0u32; limbs];
-    let mut acc = 0u64;
-    let mut have = 0u32;
-    let mut i = 0;
-    for &b in bytes.iter().rev() {
-        acc |= u64::from(b) << have;
-        have += 8;
-        while have >= W {
-            if let Some(l) = out.get_mut(i) {
-                *l = (acc & MASK) as u32;
-            }
-            i += 1;
-            acc >>= W;
-            have -= W;
-        }
-    }
-    if have > 0 {
-        if let Some(l) = out.get_mut(i) {
-            *l = (acc & MASK) as u32;
+    for (i, &b) in bytes.iter().rev().enumerate() {
+        if let Some(l) = out.get_mut(i / 4) {
+            *l |= u32::from(b) << (8 * (i % 4));
         }
     }
     out
 }
 
-/// Little-endian 28-bit limbs into `k` big-endian bytes (the value is below 2^(8k)).
+/// Little-endian limbs into `k` big-endian bytes (the value is below 2^(8k)).
 fn to_be(limbs: &[u32], k: usize) -> Vec<u8> {
     let mut out = vec![0u8; k];
-    let mut acc = 0u64;
-    let mut have = 0u32;
-    let mut bytes = out.iter_mut().rev();
-    for &l in limbs {
-        acc |= u64::from(l) << have;
-        have += W;
-        while have >= 8 {
-            if let Some(b) = bytes.next() {
-                *b = acc as u8;
-            }
-            acc >>= 8;
-            have -= 8;
+    for (i, b) in out.iter_mut().rev().enumerate() {
+        if let Some(l) = limbs.get(i / 4) {
+            *b = (l >> (8 * (i % 4))) as u8;
         }
-    }
-    if let Some(b) = bytes.next() {
-        *b = acc as u8;
     }
     out
 }
 
-/// `a < b` for equal-length normalised numbers.
+/// `a < b` for equal-length little-endian numbers.
 fn less_than(a: &[u32], b: &[u32]) -> bool {
     for (x, y) in a.iter().rev().zip(b.iter().rev()) {
         if x != y {
@@ -333,192 +310,159 @@ fn less_than(a: &[u32], b: &[u32]) -> bool {
     false
 }
 
-/// `-x⁻¹ mod 2²⁸` for odd `x` (Newton's iteration: each step doubles the correct bits).
-fn neg_inverse(x: u64) -> u64 {
-    let mut inv: u64 = 1;
+/// `-x⁻¹ mod 2³²` for odd `x` (Newton's iteration: each step doubles the correct bits).
+fn neg_inverse(x: u32) -> u32 {
+    let mut inv: u32 = 1;
     for _ in 0..5 {
-        inv = inv.wrapping_mul(2u64.wrapping_sub(x.wrapping_mul(inv))) & MASK;
+        inv = inv.wrapping_mul(2u32.wrapping_sub(x.wrapping_mul(inv)));
     }
-    inv.wrapping_neg() & MASK
+    inv.wrapping_neg()
 }
 
-/// `a -= b` when `a ≥ b` or `overflow` (a carry limb above `a` is set); normalised limbs.
+/// `a -= b` when `a ≥ b` or `overflow` (a carry limb above `a` is set).
 fn sub_if_ge(a: &mut [u32], b: &[u32], overflow: bool) {
     if !overflow && less_than(a, b) {
         return;
     }
-    let mut borrow = 0u64;
+    let mut borrow = 0i64;
     for (x, &y) in a.iter_mut().zip(b) {
-        let d = u64::from(*x)
-            .wrapping_sub(u64::from(y))
-            .wrapping_sub(borrow);
-        *x = (d & MASK) as u32;
-        borrow = d >> 63;
+        let d = i64::from(*x) - i64::from(y) + borrow;
+        *x = d as u32;
+        borrow = d >> 32;
     }
 }
 
-/// `R² mod n` by doubling 1, `2·28·limbs` times (once per key; not time-critical).
+/// `R² mod n` by doubling 1, `64·limbs` times (once per key; not time-critical).
 fn r_squared(n: &[u32]) -> Vec<u32> {
     let limbs = n.len();
     let mut x = vec![0u32; limbs];
     if let Some(l) = x.first_mut() {
         *l = 1;
     }
-    for _ in 0..(2 * W as usize * limbs) {
+    for _ in 0..(64 * limbs) {
         let mut carry = 0u32;
         for l in x.iter_mut() {
-            let v = (*l << 1) | carry;
-            *l = v & MASK as u32;
-            carry = v >> W;
+            let next = *l >> 31;
+            *l = (*l << 1) | carry;
+            carry = next;
         }
         sub_if_ge(&mut x, n, carry == 1);
     }
     x
 }
 
-/// `Σ x[i]·y[i]` as (low part, high part in units of 2²⁸): folded every [`CHUNK`] products
-/// so that no partial sum overflows.
-fn dot(x: &[u32], y: &[u32], lo: &mut u64, hi: &mut u64) {
-    let n = x.len().min(y.len());
-    let (x, y) = (x.get(..n).unwrap_or_default(), y.get(..n).unwrap_or_default());
-    for (xc, yc) in x.chunks(CHUNK).zip(y.chunks(CHUNK)) {
-        let s = dot_chunk(xc, yc);
-        *lo += s & MASK;
-        *hi += s >> W;
-    }
-}
-
-/// One chunk of [`dot`]: at most [`CHUNK`] products, so the sum fits in a `u64`.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn dot_chunk(x: &[u32], y: &[u32]) -> u64 {
-    let mut s = 0u64;
-    for (&a, &b) in x.iter().zip(y) {
-        s += u64::from(a) * u64::from(b);
-    }
-    s
-}
-
-/// One chunk of [`dot`] with Wasm SIMD: four limb products per pair of
-/// `i64x2.extmul_{low,high}_i32x4_u` (32×32→64 in each lane), two lanes of sums.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn dot_chunk(x: &[u32], y: &[u32]) -> u64 {
-    use core::arch::wasm32::{
-        u64x2_add, u64x2_extmul_high_u32x4, u64x2_extmul_low_u32x4, u64x2_extract_lane, u64x2_splat,
-    };
-    let mut acc = u64x2_splat(0);
-    let xs = x.chunks_exact(4);
-    let ys = y.chunks_exact(4);
-    let (xr, yr) = (xs.remainder(), ys.remainder());
-    for (xc, yc) in xs.zip(ys) {
-        let (xv, yv) = (load4(xc), load4(yc));
-        acc = u64x2_add(acc, u64x2_extmul_low_u32x4(xv, yv));
-        acc = u64x2_add(acc, u64x2_extmul_high_u32x4(xv, yv));
-    }
-    let mut s = u64x2_extract_lane::<0>(acc) + u64x2_extract_lane::<1>(acc);
-    for (&a, &b) in xr.iter().zip(yr) {
-        s += u64::from(a) * u64::from(b);
-    }
-    s
-}
-
-/// Four limbs as one `v128` (an unaligned `v128.load`).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn load4(c: &[u32]) -> core::arch::wasm32::v128 {
-    let Ok(four) = <&[u32; 4]>::try_from(c) else {
-        return core::arch::wasm32::u64x2_splat(0);
-    };
-    // SAFETY: `four` is a valid, initialised 16-byte region; `read_unaligned` has no
-    // alignment requirement, and `v128` has no invalid bit patterns.
-    #[allow(unsafe_code)]
-    unsafe {
-        core::ptr::read_unaligned(four.as_ptr().cast::<core::arch::wasm32::v128>())
-    }
-}
-
-/// The per-key data of Montgomery multiplication: `n`, `n` with its limbs reversed (so that
-/// every column is a dot product of two ascending slices), and `-n⁻¹ mod 2²⁸`.
+/// The modulus and `-n⁻¹ mod 2³²`.
 #[derive(Clone, Debug)]
 struct Modulus {
     n: Vec<u32>,
-    n_rev: Vec<u32>,
-    n0inv: u64,
+    n0inv: u32,
 }
 
 impl Modulus {
     fn new(n: Vec<u32>) -> Modulus {
-        let n0inv = neg_inverse(u64::from(n.first().copied().unwrap_or(1)));
-        let n_rev = n.iter().rev().copied().collect();
-        Modulus { n, n_rev, n0inv }
+        let n0inv = neg_inverse(n.first().copied().unwrap_or(1));
+        Modulus { n, n0inv }
     }
 
-    /// `out = a·b·R⁻¹ mod n` for `a, b < n`: Montgomery multiplication in product-scanning
-    /// form (column by column, the reduction's multiples of `n` folded into the same
-    /// columns). `m` and `b_rev` are scratch of `limbs`.
-    fn mul(&self, a: &[u32], b: &[u32], out: &mut [u32], m: &mut [u32], b_rev: &mut [u32]) {
-        let l = self.n.len();
-        for (r, &x) in b_rev.iter_mut().zip(b.iter().rev()) {
-            *r = x;
-        }
-        let (n0, n_rev) = (u64::from(self.n.first().copied().unwrap_or(0)), &self.n_rev);
-        let mut carry = 0u64;
-        // Columns 0..l: each fixes one limb of m so that the column's low 28 bits vanish.
-        for k in 0..l {
-            let mut lo = carry;
-            let mut hi = 0u64;
-            // Σ_{i<k} a[i]·b[k-i] + m[i]·n[k-i]; b[k-i] = b_rev[l-1-k+i].
-            let from = l - 1 - k;
-            if let (Some(ai), Some(bi), Some(mi), Some(ni)) =
-                (a.get(..k), b_rev.get(from..), m.get(..k), n_rev.get(from..))
-            {
-                dot(ai, bi, &mut lo, &mut hi);
-                dot(mi, ni, &mut lo, &mut hi);
+    /// Montgomery reduction: `out = w·R⁻¹ mod n` for `w < n·R` (`2·limbs + 1` limbs, used
+    /// as scratch), one limb at a time: add the multiple of `n` that clears limb `i`.
+    fn reduce(&self, w: &mut [u32], out: &mut [u32]) {
+        let limbs = self.n.len();
+        for i in 0..limbs {
+            let Some(win) = w.get_mut(i..) else {
+                return;
+            };
+            let m = u64::from(win.first().copied().unwrap_or(0).wrapping_mul(self.n0inv));
+            let (row, above) = win.split_at_mut(limbs.min(win.len()));
+            let mut carry = 0u64;
+            for (wj, &nj) in row.iter_mut().zip(&self.n) {
+                let s = u64::from(*wj) + m * u64::from(nj) + carry;
+                *wj = s as u32;
+                carry = s >> 32;
             }
-            lo += u64::from(a.get(k).copied().unwrap_or(0))
-                * u64::from(b.first().copied().unwrap_or(0));
-            let mk = lo.wrapping_mul(self.n0inv) & MASK;
-            if let Some(slot) = m.get_mut(k) {
-                *slot = mk as u32;
+            for wk in above.iter_mut() {
+                if carry == 0 {
+                    break;
+                }
+                let s = u64::from(*wk) + carry;
+                *wk = s as u32;
+                carry = s >> 32;
             }
-            lo += mk * n0;
-            carry = (lo >> W) + hi;
         }
-        // Columns l..2l-1: the upper half is the result.
-        for k in l..2 * l - 1 {
-            let mut lo = carry;
-            let mut hi = 0u64;
-            let start = k - l + 1;
-            // Σ_{start≤i<l} a[i]·b[k-i] + m[i]·n[k-i]; b[k-i] = b_rev[l-1-k+i], which
-            // for i = start is b_rev[0].
-            let len = l - start;
-            if let (Some(ai), Some(bi), Some(mi), Some(ni)) = (
-                a.get(start..),
-                b_rev.get(..len),
-                m.get(start..),
-                n_rev.get(..len),
-            ) {
-                dot(ai, bi, &mut lo, &mut hi);
-                dot(mi, ni, &mut lo, &mut hi);
-            }
-            if let Some(o) = out.get_mut(k - l) {
-                *o = (lo & MASK) as u32;
-            }
-            carry = (lo >> W) + hi;
+        if let Some(high) = w.get(limbs..2 * limbs) {
+            out.copy_from_slice(high);
         }
-        if let Some(o) = out.get_mut(l - 1) {
-            *o = (carry & MASK) as u32;
-        }
-        sub_if_ge(out, &self.n, carry >> W != 0);
+        let over = w.get(2 * limbs).copied().unwrap_or(0) != 0;
+        sub_if_ge(out, &self.n, over);
     }
 }
 
-/// Whether the big-endian `bytes` fit in `limbs` 28-bit limbs.
-fn fits(bytes: &[u8], limbs: usize) -> bool {
-    let lead = bytes.iter().take_while(|&&b| b == 0).count();
-    let bits = bytes
-        .get(lead)
-        .map_or(0, |b| (bytes.len() - lead) * 8 - b.leading_zeros() as usize);
-    bits <= limbs * W as usize
+/// `w = a·b` (schoolbook, row by row; `w` has `2·limbs + 1` limbs and is overwritten).
+fn mul_wide(a: &[u32], b: &[u32], w: &mut [u32]) {
+    let limbs = b.len();
+    w.fill(0);
+    for (i, &ai) in a.iter().enumerate() {
+        let ai = u64::from(ai);
+        let Some(row) = w.get_mut(i..=i + limbs) else {
+            return;
+        };
+        let (row, top) = row.split_at_mut(limbs);
+        let mut carry = 0u64;
+        for (wj, &bj) in row.iter_mut().zip(b) {
+            let s = u64::from(*wj) + ai * u64::from(bj) + carry;
+            *wj = s as u32;
+            carry = s >> 32;
+        }
+        // Row i is the first to write limb i + limbs.
+        if let Some(t) = top.first_mut() {
+            *t = carry as u32;
+        }
+    }
+}
+
+/// `w = a²`: each cross product once, doubled, plus the squares (about half the
+/// multiplications of `mul_wide(a, a)`).
+fn sqr_wide(a: &[u32], w: &mut [u32]) {
+    let limbs = a.len();
+    w.fill(0);
+    for (i, &ai) in a.iter().enumerate() {
+        let ai = u64::from(ai);
+        let (Some(rest), Some(row)) = (a.get(i + 1..), w.get_mut(2 * i + 1..=i + limbs)) else {
+            continue;
+        };
+        let (row, top) = row.split_at_mut(rest.len());
+        let mut carry = 0u64;
+        for (wj, &aj) in row.iter_mut().zip(rest) {
+            let s = u64::from(*wj) + ai * u64::from(aj) + carry;
+            *wj = s as u32;
+            carry = s >> 32;
+        }
+        if let Some(t) = top.first_mut() {
+            *t = carry as u32;
+        }
+    }
+    // Double (the cross products are below 2^(64·limbs - 1), so no bit leaves w).
+    let mut top = 0u32;
+    for wk in w.iter_mut() {
+        let next = *wk >> 31;
+        *wk = (*wk << 1) | top;
+        top = next;
+    }
+    // Add the squares a[i]² at limbs 2i, 2i + 1.
+    let mut carry = 0u64;
+    for (pair, &ai) in w.chunks_exact_mut(2).zip(a) {
+        let sq = u64::from(ai) * u64::from(ai);
+        if let [lo, hi] = pair {
+            let s = u64::from(*lo) + (sq & 0xffff_ffff) + carry;
+            *lo = s as u32;
+            let s = u64::from(*hi) + (sq >> 32) + (s >> 32);
+            *hi = s as u32;
+            carry = s >> 32;
+        }
+    }
+    if let Some(last) = w.get_mut(2 * limbs) {
+        *last = last.wrapping_add(carry as u32);
+    }
 }
 
 #[cfg(test)]
@@ -527,8 +471,8 @@ mod tests {
 
     #[test]
     fn neg_inverse_is_an_inverse() {
-        for x in [1u64, 3, 0x0fff_ffff, 0x0234_5677, 65537] {
-            assert_eq!(x.wrapping_mul(neg_inverse(x)) & MASK, MASK, "{x}");
+        for x in [1u32, 3, 0xffff_ffff, 0x1234_5677, 65537] {
+            assert_eq!(x.wrapping_mul(neg_inverse(x)), u32::MAX, "{x}");
         }
     }
 
@@ -537,6 +481,6 @@ mod tests {
         let b: Vec<u8> = (1..=13).collect();
         assert_eq!(to_be(&from_be(&b, 4), 13), b);
         let b: Vec<u8> = (200..=255).collect();
-        assert_eq!(to_be(&from_be(&b, limb_count(b.len() * 8)), b.len()), b);
+        assert_eq!(to_be(&from_be(&b, b.len().div_ceil(4)), b.len()), b);
     }
 }
