@@ -123,7 +123,7 @@ impl PublicKey {
             return Err(KeyError::Exponent);
         }
         let e_val = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-        if e_val < 3 || e_val >= (1 << 33) || e_val & 1 == 0 {
+        if !(3..(1 << 33)).contains(&e_val) || e_val & 1 == 0 {
             return Err(KeyError::Exponent);
         }
         let n_limbs = from_be(n, n.len().div_ceil(4));
