@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mcp_edge_auth_core::config::{self, Host};
 use mcp_edge_auth_core::crypto::default_provider;
 use mcp_edge_auth_core::explain::Step;
+use mcp_edge_auth_core::http::OwnedBody;
 use mcp_edge_auth_core::keys::schedule::{Failure, FetchOutcome};
-use mcp_edge_auth_core::{Gateway, KeySchedule, KeyStore, Request, Verdict, Wait};
+use mcp_edge_auth_core::{Gateway, KeySchedule, KeyStore, OwnedRequest, Verdict, Wait};
 
 use crate::args::{read_input, Args};
 use crate::{fetch, split_url};
@@ -42,35 +43,14 @@ Exit status: 0 when the gateway would forward the request, 1 when it would refus
 2 for a usage error.
 ";
 
-/// The request `explain` sends, owned.
-struct Built {
-    method: String,
-    scheme: String,
-    authority: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
-}
-
-impl Built {
-    fn decide(&self, gateway: &Gateway, now: u64, keys: &KeyStore) -> (Verdict, Vec<Step>) {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let mut req = Request::new(
-            &self.method,
-            &self.scheme,
-            &self.authority,
-            &self.path,
-            &headers,
-        );
-        if let Some(b) = &self.body {
-            req.body = mcp_edge_auth_core::http::Body::Bytes(b);
-        }
-        gateway.explain(&req, now, keys)
-    }
+/// The decision of `req` with every check the gateway made.
+fn decide(
+    req: &OwnedRequest,
+    gateway: &Gateway,
+    now: u64,
+    keys: &KeyStore,
+) -> (Verdict, Vec<Step>) {
+    req.with(|r| gateway.explain(r, now, keys))
 }
 
 pub fn run(argv: &[String]) -> Result<ExitCode, String> {
@@ -143,7 +123,7 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
         extra.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
     let method = a.get("method").unwrap_or("POST").to_ascii_uppercase();
-    let build = |url: &str| -> Result<Built, String> {
+    let build = |url: &str| -> Result<OwnedRequest, String> {
         let (scheme, authority, path) =
             split_url(url).ok_or_else(|| format!("cannot split {url}"))?;
         let mut headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
@@ -155,17 +135,20 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
             ));
         }
         headers.extend(extra.iter().cloned());
-        Ok(Built {
+        Ok(OwnedRequest {
             method: method.clone(),
             scheme: scheme.into(),
             authority: authority.into(),
             path: path.into(),
             headers,
             // A neutral MCP request (base scopes only) unless --call or --body say otherwise.
-            body: body.clone().or_else(|| {
-                (method == "POST")
-                    .then(|| br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec())
-            }),
+            body: body
+                .clone()
+                .or_else(|| {
+                    (method == "POST")
+                        .then(|| br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_vec())
+                })
+                .map_or(OwnedBody::NotRead, OwnedBody::Bytes),
         })
     };
 
@@ -187,7 +170,7 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
             .iter()
             .find(|r| {
                 build(r).is_ok_and(|b| {
-                    let (_, steps) = b.decide(&gateway, now, &keys);
+                    let (_, steps) = decide(&b, &gateway, now, &keys);
                     steps.iter().any(|s| {
                         s.check == mcp_edge_auth_core::explain::Check::Audience && s.passed
                     })
@@ -209,7 +192,7 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
     // Run the decision as a host would, carrying out key fetches, until it answers.
     let mut previous = None;
     for _round in 0..8 {
-        let (verdict, steps) = req.decide(&gateway, now, &keys);
+        let (verdict, steps) = decide(&req, &gateway, now, &keys);
         match verdict {
             Verdict::AwaitKeys(need) => {
                 match schedule.wait(need, previous, now_ms, &keys) {
