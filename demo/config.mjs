@@ -26,6 +26,19 @@ export const CLIENTS = {
 export const SHORT_TTL = 2;
 export const DEFAULT_TTL = 600;
 
+/**
+ * RFC 8693 token exchange (demo/as.mjs with `exchange: true`): the audience the AS mints
+ * exchanged tokens for by default — the MCP server's own upstream identity, deliberately not a
+ * gateway resource, so a client's token for the gateway can never pass as an upstream token.
+ */
+export const DEFAULT_UPSTREAM_AUDIENCE = 'urn:mcp-edge-auth:demo-upstream';
+/**
+ * The gateway's client at the AS for token exchange (the `upstream_token` credentials). One
+ * client serves both client_secret_basic and client_secret_post: oidc-provider accepts either
+ * mechanism for a client registered with either of the two methods.
+ */
+export const EXCHANGE_CLIENT = { client_id: 'mcp-edge-auth-exchanger', client_secret: 'exchanger-secret' };
+
 /** The URLs of a gateway on `port` (clients must use exactly these: `localhost`, not 127.0.0.1). */
 export function urls(port, stepUp = 'tool') {
   const origin = `http://localhost:${port}`;
@@ -50,10 +63,30 @@ export function resourcesOf(port, stepUp = 'tool') {
 export const privilegedPaths = (stepUp = 'tool') => (stepUp === 'tool' ? ['/mcp'] : ['/admin/mcp']);
 
 /**
- * @param {{port:number, issuer:string, jwksUrl:string, stepUp?:'route'|'tool', remote?:object, issuerFields?:object}} o
- *   remote: extra `remote_jwks` fields; issuerFields: extra issuer fields.
+ * The `upstream_token` block of a resource (RFC 8693 exchange at the AS before forwarding).
+ * @param {{tokenUrl:string, cluster?:string, client?:{client_id:string, client_secret:string},
+ *   clientAuth?:'client_secret_basic'|'client_secret_post', audience?:string|string[], scope?:string}} o
  */
-export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'tool', remote = {}, issuerFields = {} }) {
+export function upstreamTokenConfig({ tokenUrl, cluster = 'as', client = EXCHANGE_CLIENT, clientAuth = 'client_secret_basic', audience = DEFAULT_UPSTREAM_AUDIENCE, scope }) {
+  return {
+    // `cluster` is for Envoy (a cluster pointing at the AS); the Worker fetches the uri.
+    http_uri: { uri: tokenUrl, cluster, timeout_ms: 2000 },
+    client_id: client.client_id,
+    client_secret: client.client_secret,
+    client_auth: clientAuth,
+    audience: Array.isArray(audience) ? [...audience] : [audience],
+    ...(scope !== undefined ? { scope } : {}),
+  };
+}
+
+/**
+ * @param {{port:number, issuer:string, jwksUrl:string, stepUp?:'route'|'tool', remote?:object, issuerFields?:object,
+ *   upstreamToken?:object}} o
+ *   remote: extra `remote_jwks` fields; issuerFields: extra issuer fields; upstreamToken: when
+ *   an object (see `upstreamTokenConfig`), every resource exchanges the client's token for an
+ *   upstream one.
+ */
+export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'tool', remote = {}, issuerFields = {}, upstreamToken }) {
   const u = urls(port, stepUp);
   const common = {
     authorization_servers: [issuer],
@@ -69,6 +102,7 @@ export function gatewayConfig({ port, issuer, jwksUrl, stepUp = 'tool', remote =
       { header_name: 'x-mcp-subject', claim_name: 'sub' },
       { header_name: 'x-mcp-client-id', claim_name: 'client_id' },
     ],
+    ...(upstreamToken && typeof upstreamToken === 'object' ? { upstream_token: upstreamTokenConfig(upstreamToken) } : {}),
   };
   if (stepUp === 'tool') {
     return {

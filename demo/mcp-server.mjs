@@ -10,10 +10,17 @@
 //   /admin/mcp  the same, plus the privileged tool `admin_reset` (the gateway requires the
 //               `mcp:admin` scope on this resource; see README "demo" and tests/e2e)
 //
+// With `upstreamToken` (off by default) the server does authorize, for the token-exchange
+// scenarios (RFC 8693): every /mcp and /admin/mcp request must carry its OWN upstream token, a
+// JWT the AS minted for the upstream audience (what the gateway gets by exchanging the
+// client's token), or it is answered 401 before MCP sees it.
+//
 // Use it as a module (`startMcpServer`) or run it:
 //   node demo/mcp-server.mjs --port 9401 [--log] [--stateful [--tick-ms 2000]] [--privileged-path /admin/mcp ...]
+//     [--upstream-jwks URL --upstream-issuer ISS --upstream-audience AUD]
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { createRemoteJWKSet, jwtVerify, decodeJwt } from 'jose';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema, McpError, ErrorCode } from '@modelcontextprotocol/sdk/types.js';
@@ -47,21 +54,30 @@ const PRIVILEGED = {
 
 const one = (v) => (Array.isArray(v) ? v.join(', ') : v);
 
-/** What the server tells a caller about the request that carried the tool call. */
-function whoami(headers) {
+/**
+ * What the server tells a caller about the request that carried the tool call. `upstream`:
+ * undefined without the upstreamToken option (no field, as before), else what was verified.
+ */
+function whoami(headers, upstream) {
   return {
     subject: one(headers['x-mcp-subject']) ?? null,
     client_id: one(headers['x-mcp-client-id']) ?? null,
     authorization_received: headers.authorization !== undefined,
     header_names: Object.keys(headers).sort(),
+    ...(upstream !== undefined ? { upstream_token: upstream } : {}),
   };
 }
+
+/** The claims of an upstream token that tests look at. */
+const upstreamClaims = (c) => ({
+  sub: c?.sub ?? null, aud: c?.aud ?? null, act: c?.act ?? null, client_id: c?.client_id ?? null, scope: c?.scope ?? null,
+});
 
 function textResult(obj) {
   return { content: [{ type: 'text', text: typeof obj === 'string' ? obj : JSON.stringify(obj) }], structuredContent: typeof obj === 'string' ? undefined : obj };
 }
 
-function buildServer(privileged, calls, path, { logging = false } = {}) {
+function buildServer(privileged, calls, path, { logging = false, upstream = false } = {}) {
   const server = new Server({ name: 'mcp-edge-auth-demo', version: '1.0.0' }, { capabilities: { tools: {}, ...(logging ? { logging: {} } : {}) } });
   const tools = privileged ? [...TOOLS, PRIVILEGED] : TOOLS;
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools }));
@@ -71,7 +87,8 @@ function buildServer(privileged, calls, path, { logging = false } = {}) {
     calls.push({ path, name: req.params.name, subject: one(headers['x-mcp-subject']) ?? null });
     switch (req.params.name) {
       case 'whoami':
-        return textResult(whoami(headers));
+        // authInfo is what the HTTP layer verified for this very request (set as `req.auth`).
+        return textResult(whoami(headers, upstream ? (extra.authInfo?.extra?.upstreamToken ?? null) : undefined));
       case 'echo':
         return textResult(String(args.text ?? ''));
       case 'add':
@@ -89,14 +106,52 @@ function buildServer(privileged, calls, path, { logging = false } = {}) {
 /**
  * Starts the MCP server on host:port. `privilegedPaths`: where the privileged tool is offered
  * (['/admin/mcp'] while the gateway protects it with a route-level rule; ['/mcp'] once per-tool
- * rules protect it on the main resource).
+ * rules protect it on the main resource). `upstreamToken`: `{ jwksUrl, issuer, audience }`
+ * to require a Bearer JWT from that issuer for that audience (RS256) on /mcp and /admin/mcp.
  * @returns {Promise<{port:number, url:string, seen: Array<{method:string, path:string, headers:object}>,
- *   calls: Array<{path:string, name:string, subject:string|null}>, clear():void, stop():Promise<void>}>}
- *   seen: every HTTP request that reached the server; calls: every tools/call it handled.
+ *   calls: Array<{path:string, name:string, subject:string|null}>, clear():void, stop():Promise<void>,
+ *   upstreamTokens: Array<{ok:boolean, reason?:string, sub, aud, act, client_id, scope, token:string|null}>}>}
+ *   seen: every HTTP request that reached the server; calls: every tools/call it handled;
+ *   upstreamTokens (only with upstreamToken): one entry per /mcp or /admin/mcp request, with
+ *   the raw token (test-only) and its claims (NOT verified when ok is false: diagnostics only).
  */
-export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false, privilegedPaths = ['/admin/mcp'], stateful = false, tickMs = 2000 } = {}) {
+export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false, privilegedPaths = ['/admin/mcp'], stateful = false, tickMs = 2000, upstreamToken } = {}) {
   const seen = [];
   const calls = [];
+  const upstreamTokens = [];
+  const upstream = upstreamToken ? { ...upstreamToken, jwks: createRemoteJWKSet(new URL(upstreamToken.jwksUrl)) } : null;
+  /** Verifies the request's upstream token; records the outcome; false if answered 401. */
+  async function checkUpstream(req, res) {
+    const m = /^Bearer ([^\s]+)$/i.exec(req.headers.authorization ?? '');
+    const token = m ? m[1] : null;
+    let entry;
+    if (!token) {
+      entry = { ok: false, reason: req.headers.authorization === undefined ? 'missing' : 'malformed authorization header', ...upstreamClaims(null), token: req.headers.authorization ?? null };
+    } else {
+      try {
+        const { payload } = await jwtVerify(token, upstream.jwks, { issuer: upstream.issuer, audience: upstream.audience, algorithms: ['RS256'] });
+        entry = { ok: true, ...upstreamClaims(payload), token };
+      } catch (e) {
+        let claims = null;
+        try { claims = decodeJwt(token); } catch { /* not even a JWT */ }
+        entry = { ok: false, reason: e.code ? `${e.code}: ${e.message}` : e.message, ...upstreamClaims(claims), token };
+      }
+    }
+    upstreamTokens.push(entry);
+    if (log) console.log(`[mcp] upstream token ${entry.ok ? `ok sub=${entry.sub}` : `refused (${entry.reason})`}`);
+    if (!entry.ok) {
+      res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"invalid_token"}');
+      return false;
+    }
+    // The SDK hands `req.auth` to request handlers as `extra.authInfo` (whoami reports it).
+    req.auth = {
+      token,
+      clientId: entry.client_id ?? '',
+      scopes: typeof entry.scope === 'string' ? entry.scope.split(' ').filter(Boolean) : [],
+      extra: { upstreamToken: upstreamClaims(entry) },
+    };
+    return true;
+  }
   const sockets = new Set();
   /** Stateful mode: session id -> { server, transport }. */
   const sessions = new Map();
@@ -118,6 +173,7 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found"}');
       return;
     }
+    if (upstream && !(await checkUpstream(req, res))) return;
     if (stateful) {
       await statefulRequest(req, res, path);
       return;
@@ -128,7 +184,7 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
         .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null }));
       return;
     }
-    const server = buildServer(privilegedPaths.includes(path), calls, path);
+    const server = buildServer(privilegedPaths.includes(path), calls, path, { upstream: !!upstream });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => { transport.close(); server.close(); });
     try {
@@ -148,7 +204,7 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
           .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: id === undefined ? 'Bad Request: no session; POST initialize first' : 'Session not found' }, id: null }));
         return;
       }
-      const server = buildServer(privilegedPaths.includes(path), calls, path, { logging: true });
+      const server = buildServer(privilegedPaths.includes(path), calls, path, { logging: true, upstream: !!upstream });
       const transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
         onsessioninitialized: (sid) => { sessions.set(sid, { server, transport }); },
@@ -175,7 +231,8 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
     url: `http://${host}:${realPort}/mcp`,
     seen,
     calls,
-    clear() { seen.length = 0; calls.length = 0; },
+    upstreamTokens,
+    clear() { seen.length = 0; calls.length = 0; upstreamTokens.length = 0; },
     sessions,
     async stop() {
       if (ticker) clearInterval(ticker);
@@ -192,12 +249,19 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const i = args.indexOf('--port');
   const privilegedPaths = args.flatMap((a, j) => (args[j - 1] === '--privileged-path' ? [a] : []));
   const t = args.indexOf('--tick-ms');
+  const opt = (name) => { const j = args.indexOf(name); return j >= 0 ? args[j + 1] : undefined; };
+  const up = { jwksUrl: opt('--upstream-jwks'), issuer: opt('--upstream-issuer'), audience: opt('--upstream-audience') };
+  if (Object.values(up).some(Boolean) && !Object.values(up).every(Boolean)) {
+    console.error('--upstream-jwks, --upstream-issuer and --upstream-audience go together');
+    process.exit(2);
+  }
   const srv = await startMcpServer({
     port: i >= 0 ? Number(args[i + 1]) : 0,
     log: args.includes('--log'),
     stateful: args.includes('--stateful'),
     ...(t >= 0 ? { tickMs: Number(args[t + 1]) } : {}),
     ...(privilegedPaths.length ? { privilegedPaths } : {}),
+    ...(up.jwksUrl ? { upstreamToken: up } : {}),
   });
   console.log(JSON.stringify({ url: srv.url }));
   const stop = async () => { await srv.stop(); process.exit(0); };

@@ -1,6 +1,6 @@
 ## ---- Envoy / Istio (owned by the Envoy host) -----------------------------------------
 # make envoy-wasm   the filter, .build/envoy/mcp_edge_auth_envoy.wasm (Cargo profile `filter`,
-#                   then wasm-opt -O3 without the name section)
+#                   then wasm-opt -Oz without the name section: the 512 KiB budget)
 # make oci          the filter as a Wasm OCI image ("compat" layout) in .build/oci; prints
 #                   its digest. OCI_TAG=… names the tag; OCI_PUSH=registry/repo:tag also pushes
 #                   it with skopeo (OCI_PUSH_FLAGS=--dest-tls-verify=false for a plain-http
@@ -18,13 +18,13 @@ OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | h
 .PHONY: envoy-wasm envoy-cc oci oci-tools test-oci envoy-run
 # Rebuilt only when a source it is built from changed, so `make demo` on an up-to-date tree
 # builds and writes nothing.
-ENVOY_WASM_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/envoy-filter $(ROOT)/crates/p256-tables \
+ENVOY_WASM_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/envoy-filter $(ROOT)/crates/p256-tables $(ROOT)/crates/rsa-limbs32 \
                         -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock
 envoy-wasm: $(ENVOY_WASM)
 $(ENVOY_WASM): $(ENVOY_WASM_SOURCES) | setup-rust setup-node envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
 	@mkdir -p $(BUILD)/envoy
-	$(NODE_BIN)/wasm-opt -O3 --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
+	$(NODE_BIN)/wasm-opt -Oz --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
 	  $(ENVOY_CRATE_WASM) -o $(ENVOY_WASM)
 	@echo "envoy filter: $$(wc -c < $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) bytes gzipped"
 

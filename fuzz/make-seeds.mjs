@@ -26,6 +26,8 @@ put('decide', 'wellknown.txt', 'GET/.well-known/oauth-protected-resource/mcp');
 // p256: a private scalar (32 bytes), a message, and the optional tamper / raw signature bytes
 // the target's Arbitrary input reads after it.
 put('p256', 'scalar.bin', Buffer.concat([Buffer.alloc(31, 0x11), Buffer.from([0x2a]), Buffer.from('{"alg":"ES256"}.payload')]));
+// rsa: key 0, scheme 0 (RS256), a message; the Arbitrary enum's first variant.
+put('rsa', 'genuine.bin', Buffer.concat([Buffer.from([0, 0, 0]), Buffer.from('{"alg":"RS256"}.payload')]));
 // Every target in the Makefile gets a corpus directory, seeded or empty.
 for (const t of (process.env.FUZZ_TARGETS ?? '').split(/\s+/).filter(Boolean)) corpus(t);
 console.log('seeded fuzz/corpus');

@@ -35,26 +35,40 @@ fuzz_target!(|input: Input<'_>| {
     let keys = KeyStore::new(&config, Box::new(default_provider())).expect("fixed config");
     let gw = Gateway::new(config);
     let mut cache = gw.new_cache();
-    let mut req = Request::new(input.method, "https", input.authority, input.path, &input.headers);
+    let mut req = Request::new(
+        input.method,
+        "https",
+        input.authority,
+        input.path,
+        &input.headers,
+    );
     if gw.body_limit(&req).is_some() {
         req.body = input.body.map_or(Body::TooLarge, Body::Bytes);
     }
     let v = gw.decide(&req, input.now, &keys, &mut cache);
     let v = match v {
-        Verdict::Introspect(job) => gw.resume_introspection(job, input.introspection_answer, input.now, &mut cache).into(),
+        Verdict::Introspect(job) => gw
+            .resume_introspection(job, input.introspection_answer, input.now, &mut cache)
+            .into(),
         other => other,
     };
     match v {
         Verdict::Respond(r) => {
             for (_, value) in &r.headers {
-                assert!(value.bytes().all(|b| (0x20..0x7f).contains(&b)), "{value:?}");
+                assert!(
+                    value.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                    "{value:?}"
+                );
             }
         }
         Verdict::Forward(f) => {
             // The only ways in: an unprotected path (none here: unmatched requests are denied)
             // or an introspection answer the fuzzer wrote (it plays the authorization server).
             assert_eq!(f.reason, Reason::Allowed);
-            assert!(input.introspection_answer.is_some(), "allowed without introspection: {f:?}");
+            assert!(
+                input.introspection_answer.is_some(),
+                "allowed without introspection: {f:?}"
+            );
         }
         Verdict::AwaitKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {}
     }

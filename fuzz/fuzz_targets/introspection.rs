@@ -16,8 +16,12 @@ fuzz_target!(|data: (u16, &[u8], u64)| {
     let mut cache = gw.new_cache();
     let headers = [("authorization", "Bearer opaque")];
     let req = Request::new("GET", "https", "mcp.example.com", "/mcp", &headers);
-    let Verdict::Introspect(job) = gw.decide(&req, now, &keys, &mut cache) else { panic!("introspection expected") };
-    if let mcp_edge_auth_core::Decision::Forward(_) = gw.resume_introspection(job, Some((status, body)), now, &mut cache) {
+    let Verdict::Introspect(job) = gw.decide(&req, now, &keys, &mut cache) else {
+        panic!("introspection expected")
+    };
+    if let mcp_edge_auth_core::Decision::Forward(_) =
+        gw.resume_introspection(job, Some((status, body)), now, &mut cache)
+    {
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_slice(body).expect("forwarded on JSON only");
         assert_eq!(v["active"], serde_json::Value::Bool(true));

@@ -11,5 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = mcp_edge_auth_core::jwks::parse(data, AlgSet::all());
     let config = Config::from_json(CONFIG.as_bytes()).expect("fixed config");
     let mut keys = KeyStore::new(&config, Box::new(default_provider())).expect("fixed config");
-    let _ = keys.install_jwks(IssuerId(0), data, std::str::from_utf8(data).ok(), 1_800_000_000);
+    let _ = keys.install_jwks(
+        IssuerId(0),
+        data,
+        std::str::from_utf8(data).ok(),
+        1_800_000_000,
+    );
 });

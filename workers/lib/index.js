@@ -325,8 +325,9 @@ export class McpEdgeAuth {
     }
 
     let v = this.#decide(head, body);
-    // Each round is one wait for keys (the core's schedule decides whether a request may
-    // wait, and never lets it wait for ever), one signature check or one introspection.
+    // Each round is one wait for keys or for a token exchange (the core decides whether a
+    // request may wait, and never lets it wait for ever), one signature check or one
+    // introspection.
     for (;;) {
       if (v.kind === 'respond' || v.kind === 'forward') return { v, request };
       if (v.kind === 'wait') {
@@ -449,6 +450,15 @@ export class McpEdgeAuth {
         const p = this.#carryFetch(JSON.parse(raw));
         if (ctx && typeof ctx.waitUntil === 'function') ctx.waitUntil(p);
       }
+      // Token exchanges (upstream_token) the core wants: one per subject token, however many
+      // requests wait for it.
+      for (let raw = e.poll_exchange(); raw !== undefined; raw = e.poll_exchange()) {
+        const p = this.#carryExchange(JSON.parse(raw));
+        if (ctx && typeof ctx.waitUntil === 'function') ctx.waitUntil(p);
+      }
+      for (let raw = e.poll_exchange_overdue(now); raw !== undefined; raw = e.poll_exchange_overdue(now)) {
+        this.#logExchange(JSON.parse(raw));
+      }
       this.#setDue();
     }
     this.#wakeReady();
@@ -503,6 +513,30 @@ export class McpEdgeAuth {
     if (report !== undefined) this.#logFetch(JSON.parse(report), job);
     this.#setDue();
     this.#wakeReady();
+  }
+
+  /** One RFC 8693 token exchange the core asked for; the answer goes back to the core. */
+  async #carryExchange(job) {
+    const e = this.#engine;
+    const form = e.exchange_body(job.id);
+    let report;
+    if (form === undefined) return;
+    try {
+      const headers = new Headers();
+      for (const [name, value] of job.headers) headers.set(name, value);
+      const res = await this.#boundedFetch(job.uri, { method: 'POST', headers, body: form }, job.timeout_ms, job.max_body_bytes);
+      report = e.handle_exchange(job.id, 0, res.status, res.body, Date.now());
+    } catch (err) {
+      report = e.handle_exchange(job.id, fetchFailure(err, job.uri), 0, EMPTY, Date.now());
+    }
+    if (report !== undefined) this.#logExchange(JSON.parse(report));
+    this.#wakeReady();
+  }
+
+  #logExchange(r) {
+    // Issued tokens are routine; refusals and failures are what an operator looks for.
+    if (r.ok) return;
+    this.#log.emit(r.event, { uri: r.uri, error: r.error, retry_in_ms: r.retry_in_ms ?? undefined });
   }
 
   #logFetch(r, job) {

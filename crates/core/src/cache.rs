@@ -39,7 +39,7 @@ pub const HASH_TAIL: usize = 64;
 
 /// Whether two tokens are equal, taking the same time wherever they differ (the length is
 /// not secret: it is visible on the wire).
-fn same_token(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -57,6 +57,21 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
         acc | (x ^ y)
     });
     (tail | words) == 0
+}
+
+/// The keyed hash of [`TokenCache::hash`] (also the exchange cache's, with its own key).
+pub(crate) fn token_hash(key: (u64, u64), token: &str) -> TokenHash {
+    let b = token.as_bytes();
+    let head = b.get(..HASH_HEAD).unwrap_or(b);
+    let tail = b.get(b.len().saturating_sub(HASH_TAIL)..).unwrap_or(b);
+    // SipHash-2-4 from `core` (deprecated only in favour of std's RandomState, which a
+    // no_std core cannot use); no dependency, and keyed.
+    #[allow(deprecated)]
+    let mut h = core::hash::SipHasher::new_with_keys(key.0, key.1);
+    h.write_usize(b.len());
+    h.write(head);
+    h.write(tail);
+    h.finish()
 }
 
 /// What a verified token established.
@@ -144,17 +159,7 @@ impl TokenCache {
     /// to token. Hashing the whole token was 30% of a native cache hit. Tokens that agree on
     /// all three (never two JWTs; possibly opaque tokens built that way) only share a slot.
     pub fn hash(&self, token: &str) -> TokenHash {
-        let b = token.as_bytes();
-        let head = b.get(..HASH_HEAD).unwrap_or(b);
-        let tail = b.get(b.len().saturating_sub(HASH_TAIL)..).unwrap_or(b);
-        // SipHash-2-4 from `core` (deprecated only in favour of std's RandomState, which a
-        // no_std core cannot use); no dependency, and keyed.
-        #[allow(deprecated)]
-        let mut h = core::hash::SipHasher::new_with_keys(self.hash_key.0, self.hash_key.1);
-        h.write_usize(b.len());
-        h.write(head);
-        h.write(tail);
-        h.finish()
+        token_hash(self.hash_key, token)
     }
 
     /// A live entry for `token` (whose [`TokenCache::hash`] is `hash`), verified for

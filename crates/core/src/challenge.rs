@@ -115,6 +115,37 @@ pub(crate) fn unavailable(retry_after: u64) -> Response {
     r
 }
 
+/// 503 while the upstream token cannot be obtained (the token endpoint is failing): never
+/// forward without it, say when the gateway will try again.
+pub(crate) fn exchange_unavailable(retry_after: u64) -> Response {
+    let mut r = response(
+        503,
+        Reason::ExchangeUnavailable,
+        None,
+        json_body(
+            "temporarily_unavailable",
+            "A token for the upstream cannot be obtained right now; retry later",
+        ),
+    );
+    r.headers.push(("retry-after", format!("{retry_after}")));
+    r
+}
+
+/// 403 when the authorization server will not issue a token for the upstream to this caller
+/// (target, scope or client not allowed). No `insufficient_scope` challenge: a step-up would
+/// not change the authorization server's answer.
+pub(crate) fn exchange_refused() -> Response {
+    response(
+        403,
+        Reason::ExchangeRefused,
+        None,
+        json_body(
+            "access_denied",
+            "The authorization server does not issue a token for the upstream to this caller",
+        ),
+    )
+}
+
 /// 403 for a browser `Origin` this resource does not allow (DNS-rebinding protection,
 /// MCP transports 2025-11-25).
 pub(crate) fn forbidden_origin() -> Response {

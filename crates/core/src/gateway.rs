@@ -20,6 +20,7 @@ use crate::challenge;
 use crate::claims::{self, ClaimError};
 use crate::config::{Config, Resource, Unmatched};
 use crate::crypto::{Algorithm, Verification, VerifyInput};
+use crate::exchange::ExchangeNeed;
 use crate::explain::{Check, NoTrace, Step, Trace};
 use crate::http::{Body, Forward, Identity, Reason, Request, Response};
 use crate::jws;
@@ -49,6 +50,9 @@ pub enum Verdict {
     /// The token is opaque: POST this RFC 7662 introspection request, then call
     /// [`Gateway::resume_introspection`] with the answer (or `None` if the call failed).
     Introspect(IntrospectionJob),
+    /// The request may go once it carries a token of its own for the upstream (the
+    /// resource's `upstream_token`): hand this to [`Exchanges::begin`](crate::Exchanges::begin).
+    Exchange(ExchangeNeed),
 }
 
 /// The end of a decision: answer, or forward. What [`Gateway::resume`] and
@@ -59,6 +63,8 @@ pub enum Decision {
     Respond(Response),
     /// Forward upstream with these changes.
     Forward(Forward),
+    /// Forward once the upstream token is there ([`Verdict::Exchange`]).
+    Exchange(ExchangeNeed),
 }
 
 impl From<Decision> for Verdict {
@@ -66,6 +72,7 @@ impl From<Decision> for Verdict {
         match d {
             Decision::Respond(r) => Verdict::Respond(r),
             Decision::Forward(f) => Verdict::Forward(f),
+            Decision::Exchange(n) => Verdict::Exchange(n),
         }
     }
 }
@@ -510,7 +517,13 @@ impl Gateway {
             if still_good {
                 let identity = hit.identity.clone();
                 let headers = hit.claim_headers.clone();
-                return self.finish(res, identity, headers, base, true).into();
+                let subject = Subject {
+                    resource: ri,
+                    token,
+                };
+                return self
+                    .finish(res, subject, identity, headers, base, true)
+                    .into();
             }
             cache.remove(&hash);
         }
@@ -962,6 +975,18 @@ impl Gateway {
             .introspection
             .as_ref()
             .map_or(0, |i| u64::from(i.cache_max_seconds));
+        let subject = Subject {
+            resource: p.resource,
+            token: &p.token,
+        };
+        let decision = self.finish(
+            res,
+            subject,
+            identity.clone(),
+            claim_headers.clone(),
+            p.base,
+            false,
+        );
         cache.insert(
             p.hash,
             VerifiedToken {
@@ -969,13 +994,13 @@ impl Gateway {
                 issuer: job.issuer,
                 generation: None,
                 expires_at: exp.min(now.saturating_add(max)),
-                identity: identity.clone(),
-                claim_headers: claim_headers.clone(),
+                identity,
+                claim_headers,
                 token: p.token,
             },
             now,
         );
-        self.finish(res, identity, claim_headers, p.base, false)
+        decision
     }
 
     fn accept(
@@ -999,6 +1024,18 @@ impl Gateway {
             (None, Some(id)) => Some((id, keys.generation(id))),
             (None, None) => None,
         };
+        let subject = Subject {
+            resource: p.resource,
+            token: &p.token,
+        };
+        let decision = self.finish(
+            res,
+            subject,
+            p.identity.clone(),
+            p.claim_headers.clone(),
+            p.base,
+            false,
+        );
         if let Some((issuer, generation)) = cacheable {
             cache.insert(
                 p.hash,
@@ -1007,19 +1044,20 @@ impl Gateway {
                     issuer,
                     generation: Some(generation),
                     expires_at: p.expires_at,
-                    identity: p.identity.clone(),
-                    claim_headers: p.claim_headers.clone(),
+                    identity: p.identity,
+                    claim_headers: p.claim_headers,
                     token: p.token,
                 },
                 now,
             );
         }
-        self.finish(res, p.identity, p.claim_headers, p.base, false)
+        decision
     }
 
     fn finish(
         &self,
         res: &Resource,
+        subject: Subject<'_>,
         identity: Identity,
         claim_headers: Vec<(String, String)>,
         base: ForwardBase,
@@ -1030,7 +1068,8 @@ impl Gateway {
             r.headers.extend(base.cors);
             return Decision::Respond(r);
         }
-        Decision::Forward(Forward {
+        let subject_exp = identity.expires_at;
+        let forward = Forward {
             remove_headers: base.remove_headers,
             add_headers: claim_headers,
             new_path: base.new_path,
@@ -1038,7 +1077,16 @@ impl Gateway {
             identity: Some(identity),
             reason: Reason::Allowed,
             cache_hit,
-        })
+        };
+        if res.upstream_token.is_some() {
+            return Decision::Exchange(ExchangeNeed {
+                resource: subject.resource,
+                subject: subject.token.into(),
+                subject_exp,
+                forward,
+            });
+        }
+        Decision::Forward(forward)
     }
 }
 
@@ -1172,6 +1220,12 @@ fn missing_scopes(
             .cloned(),
     );
     Some(needed)
+}
+
+/// The client's token a forward was decided for (what an upstream token is exchanged for).
+struct Subject<'t> {
+    resource: usize,
+    token: &'t str,
 }
 
 /// A refusal and the CORS headers it must carry.

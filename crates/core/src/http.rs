@@ -219,6 +219,10 @@ pub enum Reason {
     KeysUnavailable,
     /// No configured resource covers the request and `unmatched_requests` is `deny`.
     Unmatched,
+    /// The upstream token could not be obtained (token endpoint failing): 503.
+    ExchangeUnavailable,
+    /// The authorization server refused to exchange the token for the upstream: 401/403.
+    ExchangeRefused,
 }
 
 impl Reason {
@@ -254,11 +258,13 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::Unmatched => "unmatched",
+            Reason::ExchangeUnavailable => "exchange_unavailable",
+            Reason::ExchangeRefused => "exchange_refused",
         }
     }
 
     /// Every reason, for hosts that pre-register metrics.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Allowed,
         Reason::Unprotected,
         Reason::Metadata,
@@ -275,6 +281,8 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::KeysUnavailable,
         Reason::Unmatched,
+        Reason::ExchangeUnavailable,
+        Reason::ExchangeRefused,
     ];
 }
 

@@ -15,7 +15,10 @@
 //!   [`KeySchedule`], which pauses the request until a fetch it schedules finishes (or says
 //!   what to answer instead); the host carries out the schedule's fetches and wake-ups;
 //! * [`Verdict::VerifySignature`]: the host's crypto is asynchronous (WebCrypto): verify this
-//!   signature and hand the answer back to [`Gateway::resume`].
+//!   signature and hand the answer back to [`Gateway::resume`];
+//! * [`Verdict::Exchange`]: the resource gives the upstream a token of its own (RFC 8693):
+//!   hand it to [`Exchanges`], which forwards with a cached token or pauses the request until
+//!   an exchange it schedules finishes.
 //!
 //! The core never does IO, never reads a clock and never logs. Signature verification sits
 //! behind a small provider interface ([`crypto::CryptoProvider`]), so that each host brings the
@@ -37,6 +40,7 @@
 //! | key freshness, `Cache-Control`, staleness | [`keys`] |
 //! | when JWKS are fetched, who waits, cooldown, retries | [`keys::schedule`] |
 //! | verified-token cache | [`cache`] |
+//! | token exchange toward the upstream (RFC 8693): when, who waits, cache | [`exchange`] |
 //! | metadata document and well-known paths | [`metadata`] |
 //! | `WWW-Authenticate` challenges and error bodies | [`challenge`] |
 //! | MCP-aware rules: scopes per JSON-RPC method and tool | [`mcp`] |
@@ -54,6 +58,7 @@ pub mod challenge;
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod exchange;
 pub mod explain;
 pub mod gateway;
 pub mod http;
@@ -69,6 +74,7 @@ mod json;
 
 pub use cache::TokenCache;
 pub use config::{Config, ConfigError};
+pub use exchange::{Begin, ExchangeNeed, ExchangeWait, Exchanges};
 pub use gateway::{Decision, Gateway, HeadersVerdict, IntrospectionJob, SignatureJob, Verdict};
 pub use http::{
     Body, Forward, Identity, OwnedBody, OwnedRequest, Reason, Request, Response, READ_HEADERS,

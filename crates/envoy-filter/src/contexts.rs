@@ -19,7 +19,7 @@ type Slot = Rc<RefCell<Option<Filter>>>;
 /// Largest introspection response read: an answer is a small JSON object.
 const MAX_INTROSPECTION_BODY: usize = 64 * 1024;
 
-/// The root context: configuration, timers, JWKS fetches.
+/// The root context: configuration, timers, JWKS fetches, token exchanges.
 pub(crate) struct Root {
     id: u32,
     filter: Slot,
@@ -44,7 +44,12 @@ impl Context for Root {
     ) {
         if let Ok(mut slot) = self.filter.try_borrow_mut() {
             if let Some(f) = slot.as_mut() {
-                f.on_fetch_response(self.id, token, num_headers, body_size, host::now_ms());
+                let now_ms = host::now_ms();
+                if f.is_exchange_call(token) {
+                    f.on_exchange_response(self.id, token, num_headers, body_size, now_ms);
+                } else {
+                    f.on_fetch_response(self.id, token, num_headers, body_size, now_ms);
+                }
             }
         }
     }
@@ -183,6 +188,11 @@ impl Stream {
             Step::Wait(wait) => {
                 state.request = Some(req);
                 filter.add_waiter(self.id, Rc::downgrade(&self.state), wait);
+                Action::Pause
+            }
+            Step::Exchange(wait) => {
+                state.request = Some(req);
+                filter.add_exchange_waiter(self.id, Rc::downgrade(&self.state), wait);
                 Action::Pause
             }
         }

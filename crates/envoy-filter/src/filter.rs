@@ -20,14 +20,15 @@ use std::time::Duration;
 
 use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::ring::RingProvider;
+use mcp_edge_auth_core::exchange::{ExchangeCall, ExchangeId, ExchangeOutcome, ExchangeReport};
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::keys::schedule::{
     self, Failure, FetchOutcome, FetchReport, JwksFetch, Trigger,
 };
 use mcp_edge_auth_core::keys::InstallReport;
 use mcp_edge_auth_core::{
-    Config, Forward, Gateway, HeadersVerdict, IssuerId, KeySchedule, KeyStore, OwnedRequest,
-    Reason, Response, TokenCache, Verdict, Wait, WaitId,
+    Begin, Config, ExchangeWait, Exchanges, Forward, Gateway, HeadersVerdict, IssuerId,
+    KeySchedule, KeyStore, OwnedRequest, Reason, Response, TokenCache, Verdict, Wait, WaitId,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
@@ -84,7 +85,7 @@ pub(crate) enum Phase {
     Deciding,
     /// Headers held back while the body is buffered (the decision needs it).
     ReadingBody,
-    /// Paused until keys arrive.
+    /// Paused until keys arrive, or the upstream token.
     Waiting,
     /// Paused until the introspection endpoint answers.
     Introspecting,
@@ -121,6 +122,8 @@ pub(crate) struct StreamState {
     /// A forward whose body is held is counted only once the body is let go: its reason and
     /// whether the token cache decided it.
     pub uncounted: Option<(Reason, bool)>,
+    /// Set while the request is decided again after waiting for a token exchange.
+    pub exchange_wait: Option<ExchangeWait>,
 }
 
 /// What became of a request.
@@ -132,6 +135,16 @@ pub(crate) enum Step {
     Wait(WaitId),
     /// Paused until the introspection call it made answers.
     Introspecting,
+    /// Paused until the token exchange it waits for ends.
+    Exchange(ExchangeWait),
+}
+
+/// A request paused for a token exchange.
+#[derive(Debug)]
+pub(crate) struct ExchangeWaiter {
+    pub context_id: u32,
+    pub stream: Weak<RefCell<StreamState>>,
+    pub wait: ExchangeWait,
 }
 
 /// A request paused for keys.
@@ -180,6 +193,11 @@ pub(crate) struct Filter {
     keys: KeyStore,
     schedule: KeySchedule,
     cache: TokenCache,
+    /// Token exchanges toward the upstream (`upstream_token`), made by the root context.
+    exchanges: Exchanges,
+    /// Exchange calls in flight: the dispatch token, the exchange, the endpoint (for logs).
+    exchange_calls: Vec<(u32, ExchangeId, String)>,
+    exchange_waiters: Vec<ExchangeWaiter>,
     metrics: Metrics,
     remotes: Vec<Remote>,
     waiters: Vec<Waiter>,
@@ -206,6 +224,7 @@ impl Filter {
         let body_rules = body_rule_count(bytes);
         let remotes = remotes(&config)?;
         let schedule = KeySchedule::new(&config, host::now_ms());
+        let exchanges = Exchanges::with_hash_key(&config, host::random_key());
         let gateway = Gateway::new(config);
         let cache = gateway.new_keyed_cache(host::random_key());
         for r in &remotes {
@@ -216,6 +235,9 @@ impl Filter {
             keys,
             schedule,
             cache,
+            exchanges,
+            exchange_calls: Vec::new(),
+            exchange_waiters: Vec::new(),
             metrics: Metrics::define(),
             remotes,
             waiters: Vec::new(),
@@ -441,11 +463,29 @@ impl Filter {
                 });
                 self.respond(self.gateway.reject(job))
             }
+            Verdict::Exchange(need) => {
+                let previous = state.exchange_wait.take();
+                match self.exchanges.begin(need, previous, now_ms) {
+                    Begin::Forward { forward, cached } => {
+                        if cached {
+                            self.metrics.exchange_cache_hit();
+                        }
+                        self.forward(forward, state)
+                    }
+                    Begin::Respond(r) => self.respond(r),
+                    Begin::Paused(w) => {
+                        host::debug(|| "request paused for a token exchange".to_string());
+                        // The root context makes the call.
+                        self.set_tick(KICK);
+                        Step::Exchange(w)
+                    }
+                }
+            }
         };
         state.phase = match step {
             Step::Forwarded => Phase::Forwarded,
             Step::Answered => Phase::Answered,
-            Step::Wait(_) => Phase::Waiting,
+            Step::Wait(_) | Step::Exchange(_) => Phase::Waiting,
             Step::Introspecting => Phase::Introspecting,
         };
         step
@@ -567,6 +607,20 @@ impl Filter {
         });
     }
 
+    /// Keeps a request paused for a token exchange, to decide it again when it is woken.
+    pub fn add_exchange_waiter(
+        &mut self,
+        context_id: u32,
+        stream: Weak<RefCell<StreamState>>,
+        wait: ExchangeWait,
+    ) {
+        self.exchange_waiters.push(ExchangeWaiter {
+            context_id,
+            stream,
+            wait,
+        });
+    }
+
     /// The periodic work of the root context: pick up documents other VMs published, carry
     /// out the fetches the schedule wants, decide the requests it wakes, and answer requests
     /// whose body never came.
@@ -591,7 +645,7 @@ impl Filter {
     /// documents are picked up on ticks).
     fn schedule_tick(&mut self, now_ms: u64) {
         let riding = self.remotes.iter().any(|r| r.own.is_some());
-        let period = if self.schedule.has_waiters() || riding {
+        let period = if self.schedule.has_waiters() || riding || self.exchanges.has_waiters() {
             WAIT_TICK
         } else if !self.body_waiters.is_empty() {
             BODY_TICK
@@ -600,9 +654,10 @@ impl Filter {
         } else {
             IDLE_TICK
         };
-        let due = self
-            .schedule
-            .poll_timeout()
+        let due = [self.schedule.poll_timeout(), self.exchanges.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| Duration::from_millis(t.saturating_sub(now_ms)));
         let period = due.map_or(period, |d| d.min(period)).max(KICK);
         self.set_tick(period);
@@ -622,12 +677,178 @@ impl Filter {
             .map_or("?", |i| i.issuer.as_str())
     }
 
-    /// Carries out what the schedule wants now: its fetches, then its wake-ups.
+    /// Carries out what the schedule and the exchanges want now: fetches and calls, then
+    /// wake-ups.
     fn pump(&mut self, root_id: u32, now_ms: u64) {
         while let Some(fetch) = self.schedule.poll_fetch(now_ms) {
             self.start(fetch, now_ms);
         }
         self.wake(root_id, now_ms);
+        while let Some(call) = self.exchanges.poll_send() {
+            self.send_exchange(call, now_ms);
+        }
+        while let Some(report) = self.exchanges.poll_overdue(now_ms) {
+            self.report_exchange(&report);
+        }
+        self.wake_exchanges(root_id, now_ms);
+    }
+
+    /// Posts one token exchange from the root context (a request's own call would be
+    /// cancelled with its client, and one exchange serves every request that waits for it).
+    fn send_exchange(&mut self, call: ExchangeCall, now_ms: u64) {
+        let cluster = call.cluster.clone().unwrap_or_default();
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "POST"),
+            (":path", &call.path),
+            (":authority", &call.authority),
+        ];
+        headers.extend(call.headers.iter().map(|(n, v)| (*n, v.as_str())));
+        let timeout = Duration::from_millis(u64::from(call.timeout_ms));
+        match hostcalls::dispatch_http_call(
+            &cluster,
+            headers,
+            Some(call.body.as_bytes()),
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => self.exchange_calls.push((token, call.id, call.uri)),
+            Err(e) => {
+                host::error(|| {
+                    format!(
+                        "cannot exchange a token at {}: Envoy refused the call ({e:?}); is \
+                         cluster \"{cluster}\" defined?",
+                        call.uri
+                    )
+                });
+                let outcome = ExchangeOutcome::Failed(Failure::NotSent);
+                if let Some(report) = self.exchanges.handle_response(call.id, outcome, now_ms) {
+                    self.report_exchange(&report);
+                }
+            }
+        }
+    }
+
+    /// Whether `token` is a token exchange call of this VM.
+    pub fn is_exchange_call(&self, token: u32) -> bool {
+        self.exchange_calls.iter().any(|(t, _, _)| *t == token)
+    }
+
+    /// Root context: the answer (or failure: no headers) of a token exchange call.
+    pub fn on_exchange_response(
+        &mut self,
+        root_id: u32,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        now_ms: u64,
+    ) {
+        let Some(pos) = self.exchange_calls.iter().position(|(t, _, _)| *t == token) else {
+            return;
+        };
+        let (_, id, _) = self.exchange_calls.swap_remove(pos);
+        let status = (num_headers > 0)
+            .then(|| host::headers(MapType::HttpCallResponseHeaders))
+            .and_then(|h| h.into_iter().find(|(n, _)| n == ":status"))
+            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let max = mcp_edge_auth_core::exchange::MAX_ANSWER_BYTES;
+        let body = match status {
+            Some(_) if body_size <= max => host::call_response_body(body_size),
+            _ => Vec::new(),
+        };
+        let outcome = match status {
+            None => ExchangeOutcome::Failed(Failure::Connection),
+            Some(_) if body_size > max => ExchangeOutcome::TooLarge,
+            Some(status) => ExchangeOutcome::Response {
+                status,
+                body: &body,
+            },
+        };
+        if let Some(report) = self.exchanges.handle_response(id, outcome, now_ms) {
+            self.report_exchange(&report);
+        }
+        self.pump(root_id, now_ms);
+        self.schedule_tick(now_ms);
+    }
+
+    /// Counts and logs how an exchange ended (the core words it; no token, no AS text).
+    fn report_exchange(&self, report: &ExchangeReport) {
+        self.metrics.exchange(report.ok());
+        let uri = match report {
+            ExchangeReport::Issued { resource, .. }
+            | ExchangeReport::Refused { resource, .. }
+            | ExchangeReport::Failed { resource, .. } => self
+                .gateway
+                .config()
+                .resources()
+                .get(*resource)
+                .and_then(|r| r.upstream_token())
+                .map_or("?", |u| u.uri.as_str()),
+        };
+        let (level, line) = report.log_line(uri);
+        match level {
+            schedule::LogLevel::Debug => host::debug(|| line),
+            schedule::LogLevel::Info => host::info(|| line),
+            schedule::LogLevel::Warn => host::warn(|| line),
+        }
+    }
+
+    /// Decides again every request whose token exchange ended, from the root context.
+    fn wake_exchanges(&mut self, root_id: u32, now_ms: u64) {
+        let mut switched = false;
+        while let Some(wait) = self.exchanges.poll_wake(now_ms) {
+            let Some(pos) = self.exchange_waiters.iter().position(|w| w.wait == wait) else {
+                continue;
+            };
+            let w = self.exchange_waiters.swap_remove(pos);
+            let Some(stream) = w.stream.upgrade() else {
+                self.exchanges.cancel(wait);
+                continue;
+            };
+            let Ok(mut state) = stream.try_borrow_mut() else {
+                continue;
+            };
+            let Some(req) = state.request.take() else {
+                continue;
+            };
+            if !host::switch_to(w.context_id) {
+                self.exchanges.cancel(wait);
+                continue;
+            }
+            switched = true;
+            state.exchange_wait = Some(wait);
+            match self.handle(&req, &mut state, now_ms, None) {
+                Step::Forwarded => {
+                    if state.hold_body.is_some() {
+                        state.phase = Phase::HoldingBody;
+                        state.request = Some(req);
+                    }
+                    host::resume_request();
+                }
+                Step::Wait(again) => {
+                    state.request = Some(req);
+                    self.add_waiter(w.context_id, w.stream.clone(), again);
+                }
+                Step::Exchange(again) => {
+                    state.request = Some(req);
+                    self.add_exchange_waiter(w.context_id, w.stream.clone(), again);
+                }
+                _ => {}
+            }
+        }
+        let gone: Vec<ExchangeWait> = self
+            .exchange_waiters
+            .iter()
+            .filter(|w| w.stream.strong_count() == 0)
+            .map(|w| w.wait)
+            .collect();
+        for id in gone {
+            self.exchanges.cancel(id);
+        }
+        self.exchange_waiters
+            .retain(|w| w.stream.strong_count() > 0);
+        if switched {
+            host::switch_to(root_id);
+        }
     }
 
     /// Brings one issuer up to date with shared data; true if an attempt finished since.
@@ -908,6 +1129,10 @@ impl Filter {
                 Step::Wait(again) => {
                     state.request = Some(req);
                     self.add_waiter(w.context_id, w.stream.clone(), again);
+                }
+                Step::Exchange(wait) => {
+                    state.request = Some(req);
+                    self.add_exchange_waiter(w.context_id, w.stream.clone(), wait);
                 }
                 _ => {}
             }

@@ -4,6 +4,7 @@
 //! over all workers. Envoy puts custom Wasm metrics under `wasmcustom.` in `/stats`
 //! (`envoy_wasmcustom_mcp_edge_auth_…` in `/stats/prometheus`).
 
+use mcp_edge_auth_core::exchange;
 use mcp_edge_auth_core::Reason;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
@@ -26,6 +27,8 @@ pub(crate) struct Metrics {
     token_cache_hit: Option<u32>,
     token_cache_miss: Option<u32>,
     body_unavailable: Option<u32>,
+    /// Token exchange: issued, failed, cache hits ([`exchange::COUNTERS`]).
+    exchange: [Option<u32>; 3],
 }
 
 /// Requests answered 500 because Envoy withheld their body from the filter (the plugin
@@ -57,7 +60,18 @@ impl Metrics {
             token_cache_hit: counter(&format!("{PREFIX}token_cache_hit")),
             token_cache_miss: counter(&format!("{PREFIX}token_cache_miss")),
             body_unavailable: counter(&format!("{PREFIX}{BODY_UNAVAILABLE}")),
+            exchange: exchange::COUNTERS.map(|n| counter(&format!("{PREFIX}{n}"))),
         }
+    }
+
+    /// A token exchange ended: issued (`ok`) or not.
+    pub fn exchange(&self, ok: bool) {
+        bump(self.exchange.get(usize::from(!ok)).copied().flatten());
+    }
+
+    /// A forward's upstream token came from the exchange cache.
+    pub fn exchange_cache_hit(&self) {
+        bump(self.exchange.get(2).copied().flatten());
     }
 
     pub fn decision(&self, r: Reason) {

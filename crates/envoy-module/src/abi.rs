@@ -642,12 +642,44 @@ impl ConfigRef {
         extra: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u64, u32> {
+        self.call("GET", cluster, authority, path, extra, &[], timeout_ms)
+    }
+
+    /// Starts a POST of `body` to `cluster` (main thread only), answered like [`Self::get`].
+    pub fn post(
+        self,
+        cluster: &str,
+        authority: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
+        self.call("POST", cluster, authority, path, extra, body, timeout_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call(
+        self,
+        method: &str,
+        cluster: &str,
+        authority: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u64, u32> {
         let mut headers = vec![
-            Header::of(":method", "GET"),
+            Header::of(":method", method),
             Header::of(":path", path),
             Header::of("host", authority),
         ];
         headers.extend(extra.iter().map(|(n, v)| Header::of(n, v)));
+        let body = if body.is_empty() {
+            Buffer::NULL
+        } else {
+            Buffer::of(body)
+        };
         let mut id = 0u64;
         // SAFETY: live config; every buffer borrowed for the call; `id` is ours.
         let r = unsafe {
@@ -657,7 +689,7 @@ impl ConfigRef {
                 Buffer::of(cluster.as_bytes()),
                 headers.as_ptr(),
                 headers.len(),
-                Buffer::NULL,
+                body,
                 timeout_ms,
             )
         };

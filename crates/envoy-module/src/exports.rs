@@ -212,7 +212,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
                     headers_len,
                     chunks,
                     chunks_len,
-                    cfg.fetcher.max_body_bytes(),
+                    cfg.fetcher
+                        .max_body_bytes()
+                        .max(mcp_edge_auth_core::exchange::MAX_ANSWER_BYTES),
                 )
             };
             let fetched = Fetched {
@@ -222,7 +224,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
             };
             // SAFETY: the config pointer of this hook.
             let envoy = unsafe { ConfigRef::new(config_envoy) };
-            cfg.on_fetched(envoy, callout_id, result, &fetched);
+            if cfg.exchanger.owns(callout_id) || cfg.exchanger.starting() {
+                cfg.on_exchanged(envoy, callout_id, result, &fetched);
+            } else {
+                cfg.on_fetched(envoy, callout_id, result, &fetched);
+            }
         },
         || (),
         (),

@@ -46,7 +46,7 @@ impl WaitSlot {
 
     /// Wakes the stream (once). Envoy delivers a committed event even when the scheduler
     /// is deleted right after.
-    fn wake(&self) {
+    pub(crate) fn wake(&self) {
         let s = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(s) = s {
             s.commit(WAKE);
@@ -58,7 +58,7 @@ impl WaitSlot {
         drop(self.0.lock().unwrap_or_else(PoisonError::into_inner).take());
     }
 
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -157,8 +157,13 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Makes the timer tick fast (requests wait) until the next tick says otherwise.
+    pub(crate) fn urgent(&self) {
+        self.urgent.store(true, Ordering::Relaxed);
+    }
+
     /// Has the main thread look at once.
-    fn kick(&self) {
+    pub(crate) fn kick(&self) {
         if let Some(s) = &self.scheduler {
             s.commit(TICK);
         }
@@ -281,6 +286,26 @@ impl FilterConfig {
             self.start(envoy, &fetch, now_ms);
         }
         self.wake_ready(now_ms);
+        self.exchange_tick(envoy);
+        self.pace();
+    }
+
+    /// Tells the timer how fast to tick: fast while requests wait for keys or an exchange,
+    /// and when the next deadline of either comes.
+    fn pace(&self) {
+        let (waiting, due) = {
+            let d = self.fetcher.driver();
+            (d.schedule.has_waiters(), d.schedule.poll_timeout())
+        };
+        let waiting = waiting || self.exchanger.has_waiters();
+        let due = [due, self.exchanger.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        self.fetcher.urgent.store(waiting, Ordering::Relaxed);
+        self.fetcher
+            .due_ms
+            .store(due.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Makes the callout of one fetch. The driver lock is not held across it: Envoy may
@@ -365,6 +390,7 @@ impl FilterConfig {
         };
         self.finish(envoy, fetch_id, outcome, now_ms);
         self.wake_ready(now_ms);
+        self.pace();
     }
 
     /// Hands an attempt's outcome to the schedule (which installs the keys) and logs it.

@@ -18,11 +18,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::ring::RingProvider;
 use mcp_edge_auth_core::{
-    Decision, Forward, Gateway, HeadersVerdict, IntrospectionJob, KeySchedule, KeyStore, OwnedBody,
-    OwnedRequest, Reason, Request, Response, TokenCache, Verdict, WaitId,
+    Decision, ExchangeNeed, ExchangeWait, Forward, Gateway, HeadersVerdict, IntrospectionJob,
+    KeySchedule, KeyStore, OwnedBody, OwnedRequest, Reason, Request, Response, TokenCache, Verdict,
+    WaitId,
 };
 
 use crate::abi::{self, status, Filter, HeaderMap, Level};
+use crate::exchange::{Exchanger, Started};
 use crate::fetch::{Fetcher, NoWait, WaitSlot};
 use crate::metrics::Metrics;
 
@@ -43,7 +45,7 @@ const HEADERS: &[&str] = &[
 pub(crate) const WAKE: u64 = 1;
 
 /// A secret key for a verified-token cache's hash, from std's per-process randomness.
-fn random_key() -> (u64, u64) {
+pub(crate) fn random_key() -> (u64, u64) {
     use std::hash::BuildHasher;
     let s = std::collections::hash_map::RandomState::new();
     (s.hash_one(0x6b30_u64), s.hash_one(0x6b31_u64))
@@ -66,6 +68,8 @@ pub struct FilterConfig {
     pub(crate) keys: RwLock<KeyStore>,
     caches: Box<[Shard]>,
     pub(crate) fetcher: Fetcher,
+    /// Token exchanges toward the upstream (`upstream_token`).
+    pub(crate) exchanger: Exchanger,
     /// Envoy counters (defined by `on_http_filter_config_new`, which has the config).
     pub(crate) metrics: Metrics,
 }
@@ -83,6 +87,7 @@ impl FilterConfig {
         } = config::load(json, config::Host::EnvoyModule, Box::new(RingProvider))
             .map_err(|e| e.to_string())?;
         let schedule = KeySchedule::new(&config, now_ms());
+        let exchanger = Exchanger::new(&config);
         let gateway = Gateway::new(config);
         // Each worker's cache hashes with its own secret key, so that clients cannot aim
         // tokens at one slot (hits are confirmed on the whole token either way).
@@ -94,6 +99,7 @@ impl FilterConfig {
             keys: RwLock::new(store),
             caches,
             fetcher: Fetcher::new(schedule),
+            exchanger,
             metrics: Metrics::default(),
         })
     }
@@ -183,7 +189,7 @@ enum Phase {
     Deciding,
     /// Headers held back while the body is buffered (the decision needs it).
     ReadingBody,
-    /// Paused until keys come (or its deadline).
+    /// Paused until keys come, or the upstream token (or its deadline).
     Waiting,
     /// Paused until the introspection endpoint answers (or the call fails).
     Introspecting,
@@ -212,10 +218,19 @@ enum Start {
     ReadBody(usize, OwnedRequest),
 }
 
+/// What a paused request waits for.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// Keys (the key schedule's wait).
+    Keys(WaitId),
+    /// A token exchange.
+    Exchange(ExchangeWait),
+}
+
 /// A paused request.
 struct Paused {
     request: OwnedRequest,
-    wait: WaitId,
+    wait: Held,
     slot: Arc<WaitSlot>,
 }
 
@@ -239,6 +254,9 @@ pub struct Stream {
     /// An answer Envoy delivered while the call was still being started (a callout can
     /// fail synchronously), for the starter to carry out.
     inline_answer: RefCell<Option<Answer>>,
+    /// The request being introspected, kept for a token exchange after it (woken requests
+    /// are decided again from it).
+    introspected_request: RefCell<Option<OwnedRequest>>,
 }
 
 impl Stream {
@@ -257,8 +275,8 @@ impl Stream {
         let started = envoy.with_request(HEADERS, |req| {
             Ok::<_, Broken>(match cfg.decide_headers(req, end_of_stream, now, shard)? {
                 HeadersVerdict::Decided(verdict) => {
-                    let owned =
-                        matches!(verdict, Verdict::AwaitKeys(_)).then(|| OwnedRequest::copy(req));
+                    let owned = matches!(verdict, Verdict::AwaitKeys(_) | Verdict::Exchange(_))
+                        .then(|| OwnedRequest::copy(req));
                     Start::Decided(verdict, owned)
                 }
                 HeadersVerdict::ReadBody { limit } => {
@@ -336,8 +354,8 @@ impl Stream {
         }
     }
 
-    /// `on_http_filter_scheduled`: the key schedule woke a paused request: it is decided
-    /// again, and answered, resumed, or (if the schedule allows) paused once more.
+    /// `on_http_filter_scheduled`: the key schedule (or the exchanges) woke a paused
+    /// request: it is decided again, and answered, resumed, or (if allowed) paused once more.
     pub fn wake(&self, cfg: &FilterConfig, envoy: &mut Filter<'_>) {
         if self.phase.get() != Phase::Waiting {
             return;
@@ -406,8 +424,13 @@ impl Stream {
         envoy: &Filter<'_>,
         verdict: Verdict,
         owned: Option<OwnedRequest>,
-        previous: Option<WaitId>,
+        previous: Option<Held>,
     ) -> Outcome {
+        let (key_wait, exchange_wait) = match previous {
+            Some(Held::Keys(w)) => (Some(w), None),
+            Some(Held::Exchange(w)) => (None, Some(w)),
+            None => (None, None),
+        };
         match verdict {
             Verdict::Respond(r) => self.respond(cfg, envoy, r),
             Verdict::Forward(f) => self.forward(cfg, envoy, f),
@@ -416,11 +439,11 @@ impl Stream {
                     // Never expected: every path that can need keys passes its request.
                     return self.fail_closed_outcome(envoy);
                 };
-                match cfg.wait_for_keys(need, previous, || envoy.scheduler()) {
+                match cfg.wait_for_keys(need, key_wait, || envoy.scheduler()) {
                     Ok((wait, slot)) => {
                         *self.paused.borrow_mut() = Some(Paused {
                             request,
-                            wait,
+                            wait: Held::Keys(wait),
                             slot,
                         });
                         self.phase.set(Phase::Waiting);
@@ -430,7 +453,11 @@ impl Stream {
                     Err(NoWait::Broken) => self.fail_closed_outcome(envoy),
                 }
             }
-            Verdict::Introspect(job) => self.introspect(cfg, envoy, job),
+            Verdict::Introspect(job) => {
+                *self.introspected_request.borrow_mut() = owned;
+                self.introspect(cfg, envoy, job)
+            }
+            Verdict::Exchange(need) => self.exchange(cfg, envoy, need, owned, exchange_wait),
             Verdict::VerifySignature(job) => {
                 // The ring provider verifies synchronously: a deferred job would mean a
                 // provider this host cannot serve. Fail closed.
@@ -440,6 +467,41 @@ impl Stream {
                 });
                 self.respond(cfg, envoy, cfg.gateway.reject(job))
             }
+        }
+    }
+
+    /// A request that may go once it carries its upstream token: forwarded with a cached
+    /// one, answered (the exchange failed), or paused until the main thread's exchange ends.
+    fn exchange(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &Filter<'_>,
+        need: ExchangeNeed,
+        owned: Option<OwnedRequest>,
+        previous: Option<ExchangeWait>,
+    ) -> Outcome {
+        let Some(request) = owned else {
+            // Never expected: every path that can need an exchange passes its request.
+            return self.fail_closed_outcome(envoy);
+        };
+        match cfg.begin_exchange(need, previous, || envoy.scheduler()) {
+            Ok(Started::Forward(f, cached)) => {
+                if cached {
+                    cfg.metrics.exchange_cache_hit(envoy);
+                }
+                self.forward(cfg, envoy, f)
+            }
+            Ok(Started::Paused(wait, slot)) => {
+                *self.paused.borrow_mut() = Some(Paused {
+                    request,
+                    wait: Held::Exchange(wait),
+                    slot,
+                });
+                self.phase.set(Phase::Waiting);
+                Outcome::Paused
+            }
+            Err(NoWait::Respond(r)) => self.respond(cfg, envoy, r),
+            Err(NoWait::Broken) => self.fail_closed_outcome(envoy),
         }
     }
 
@@ -507,11 +569,15 @@ impl Stream {
         let now_ms = now_ms();
         let answer = answer.as_ref().map(|(s, b)| (*s, b.as_slice()));
         let v = cfg.resume_introspection(job, answer, now_ms / 1000, envoy.worker_index());
-        // A resumed introspection answers or forwards: it never starts another call nor
-        // waits for keys.
+        // A resumed introspection answers, forwards, or needs the upstream token; it never
+        // starts another introspection nor waits for keys.
         match v {
             Decision::Respond(r) => self.respond(cfg, envoy, r),
             Decision::Forward(f) => self.forward(cfg, envoy, f),
+            Decision::Exchange(need) => {
+                let request = self.introspected_request.borrow_mut().take();
+                self.exchange(cfg, envoy, need, request, None)
+            }
         }
     }
 

@@ -14,6 +14,8 @@
 //!   filter config (an `RwLock`), one token cache per worker ([`filter`]);
 //! * remote JWKS are fetched on the main thread with config-level callouts, paced by a
 //!   small timer thread, and paused requests are resumed on their own worker ([`fetch`]);
+//! * token exchanges (`upstream_token`) are made on the main thread too, and the requests
+//!   that wait for one are woken the same way ([`exchange`]);
 //! * the C ABI is declared by hand ([`abi`]): the official Rust SDK is not on crates.io;
 //! * no panic crosses into Envoy ([`exports`]): the module is built with `panic = "unwind"`
 //!   (its own Cargo profile, `release-native`), and every hook catches and fails closed.
@@ -25,6 +27,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+mod exchange;
 pub mod exports;
 mod fetch;
 pub mod filter;

@@ -5,6 +5,7 @@
 //! Defined once per filter config while Envoy creates it (stat creation is frozen after);
 //! a counter Envoy would not define is simply not counted.
 
+use mcp_edge_auth_core::exchange;
 use mcp_edge_auth_core::Reason;
 
 use crate::abi::{ConfigRef, Filter};
@@ -25,6 +26,8 @@ pub(crate) struct Metrics {
     jwks_fetch_failed: Option<usize>,
     token_cache_hit: Option<usize>,
     token_cache_miss: Option<usize>,
+    /// Token exchange: issued, failed, cache hits ([`exchange::COUNTERS`]).
+    exchange: [Option<usize>; 3],
 }
 
 impl Metrics {
@@ -40,6 +43,21 @@ impl Metrics {
             jwks_fetch_failed: counter("jwks_fetch_failed"),
             token_cache_hit: counter("token_cache_hit"),
             token_cache_miss: counter("token_cache_miss"),
+            exchange: exchange::COUNTERS.map(counter),
+        }
+    }
+
+    /// A token exchange ended (main thread): issued (`ok`) or not.
+    pub fn exchange(&self, envoy: ConfigRef, ok: bool) {
+        if let Some(id) = self.exchange.get(usize::from(!ok)).copied().flatten() {
+            envoy.increment_counter(id);
+        }
+    }
+
+    /// A forward's upstream token came from the exchange cache.
+    pub fn exchange_cache_hit(&self, envoy: &Filter<'_>) {
+        if let Some(id) = self.exchange.get(2).copied().flatten() {
+            envoy.increment_counter(id);
         }
     }
 

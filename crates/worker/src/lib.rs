@@ -45,15 +45,20 @@ use wasm_bindgen::prelude::*;
 
 use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
+use mcp_edge_auth_core::exchange::{ExchangeCall, ExchangeOutcome, ExchangeReport};
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
 use mcp_edge_auth_core::keys::schedule::{
     Failure, FetchId, FetchOutcome, FetchReport, JWKS_ACCEPT,
 };
 use mcp_edge_auth_core::{
-    Decision, Gateway, IssuerId, KeySchedule, KeyStore, SignatureJob, TokenCache, Verdict, Wait,
-    WaitId,
+    Begin, Decision, ExchangeNeed, ExchangeWait, Exchanges, Gateway, IssuerId, KeySchedule,
+    KeyStore, SignatureJob, TokenCache, Verdict, Wait, WaitId,
 };
+
+/// The bit that marks a `wait` number as a token exchange's (else the key schedule's): one
+/// number space for JavaScript, exact in an f64.
+const EXCHANGE_WAIT: u64 = 1 << 52;
 
 /// Jobs (signatures, introspections) kept waiting for JavaScript at most. A job is normally
 /// resumed or cancelled within one request; the bound only matters if a host drops jobs, and
@@ -255,6 +260,12 @@ pub struct Host {
     waits: BTreeMap<u64, WaitId>,
     /// Fetches handed to JavaScript, by number.
     fetches: BTreeMap<u64, FetchId>,
+    /// Token exchanges toward the upstream (`upstream_token`).
+    exchanges: Exchanges,
+    /// Exchange calls handed to JavaScript, by id (the body is read from here).
+    exchange_calls: BTreeMap<u64, ExchangeCall>,
+    /// Requests paused for an exchange, by their `wait` number.
+    exchange_waits: BTreeMap<u64, ExchangeWait>,
 }
 
 /// Work handed to JavaScript and resumed later.
@@ -279,9 +290,13 @@ impl Host {
         .map_err(|e| e.to_string())?;
         // Everything is due at once: the first request (the Worker has no timers) starts it.
         let schedule = KeySchedule::new(&config, 0);
+        let exchanges = Exchanges::new(&config);
         let gateway = Gateway::new(config);
         let cache = gateway.new_cache();
         Ok(Host {
+            exchanges,
+            exchange_calls: BTreeMap::new(),
+            exchange_waits: BTreeMap::new(),
             gateway,
             keys,
             schedule,
@@ -335,25 +350,30 @@ impl Host {
             _ => Body::NotRead,
         };
         let verdict = self.gateway.decide(&req, now, &self.keys, &mut self.cache);
-        let previous = self.waits.remove(&previous);
-        self.verdict_json(verdict, previous, now_ms)
+        let (previous, exchange) = if previous & EXCHANGE_WAIT != 0 {
+            (None, self.exchange_waits.remove(&previous))
+        } else {
+            (self.waits.remove(&previous), None)
+        };
+        self.verdict_json(verdict, previous, exchange, now_ms)
     }
 
     /// Completes a signature job with JavaScript's answer. An unknown job (already resumed,
     /// cancelled or evicted, or not a signature job) answers 503, never a forward.
-    pub fn resume(&mut self, job: u32, valid: bool, now: u64) -> String {
+    pub fn resume(&mut self, job: u32, valid: bool, now_ms: u64) -> String {
+        let now = now_ms / 1000;
         match self.jobs.remove(&job) {
             Some(Job::Signature(j)) => {
                 let verdict = self
                     .gateway
                     .resume(j, valid, now, &self.keys, &mut self.cache);
-                self.final_json(verdict)
+                self.final_json(verdict, now_ms)
             }
             Some(Job::Introspection(j)) => {
                 let verdict = self
                     .gateway
                     .resume_introspection(j, None, now, &mut self.cache);
-                self.final_json(verdict)
+                self.final_json(verdict, now_ms)
             }
             None => unknown_job(),
         }
@@ -367,32 +387,118 @@ impl Host {
         answered: bool,
         status: u16,
         body: &[u8],
-        now: u64,
+        now_ms: u64,
     ) -> String {
+        let now = now_ms / 1000;
         match self.jobs.remove(&job) {
             Some(Job::Introspection(j)) => {
                 let answer = answered.then_some((status, body));
                 let verdict = self
                     .gateway
                     .resume_introspection(j, answer, now, &mut self.cache);
-                self.final_json(verdict)
+                self.final_json(verdict, now_ms)
             }
             Some(Job::Signature(j)) => {
                 let verdict = self
                     .gateway
                     .resume(j, false, now, &self.keys, &mut self.cache);
-                self.final_json(verdict)
+                self.final_json(verdict, now_ms)
             }
             None => unknown_job(),
         }
     }
 
-    /// A resumed job's verdict: an answer or a forward.
-    fn final_json(&mut self, decision: Decision) -> String {
+    /// A resumed job's verdict: an answer, a forward, or a wait for the upstream token.
+    fn final_json(&mut self, decision: Decision, now_ms: u64) -> String {
         match decision {
             Decision::Respond(r) => respond_json(&r),
             Decision::Forward(f) => forward_json(&f),
+            Decision::Exchange(need) => self.exchange_json(need, None, now_ms),
         }
+    }
+
+    /// A request that may go once it carries its upstream token: a forward (cached token),
+    /// an answer, or `{"kind":"wait"}` until the exchange the core schedules ends.
+    fn exchange_json(
+        &mut self,
+        need: ExchangeNeed,
+        previous: Option<ExchangeWait>,
+        now_ms: u64,
+    ) -> String {
+        match self.exchanges.begin(need, previous, now_ms) {
+            Begin::Forward { forward, .. } => forward_json(&forward),
+            Begin::Respond(r) => respond_json(&r),
+            Begin::Paused(w) => {
+                let n = w.get() | EXCHANGE_WAIT;
+                self.exchange_waits.insert(n, w);
+                to_json(&json!({ "kind": "wait", "wait": n }))
+            }
+        }
+    }
+
+    /// The next token exchange to make, as JSON (`{"id","uri","timeout_ms","max_body_bytes",
+    /// "headers"}`; the form body, which holds the client's token, comes from
+    /// [`Host::exchange_body`]).
+    pub fn poll_exchange(&mut self) -> Option<String> {
+        let call = self.exchanges.poll_send()?;
+        let v = json!({
+            "id": call.id.get(),
+            "uri": call.uri,
+            "timeout_ms": call.timeout_ms,
+            "max_body_bytes": call.max_body_bytes,
+            "headers": pairs(&call.headers),
+        });
+        self.exchange_calls.insert(call.id.get(), call);
+        Some(to_json(&v))
+    }
+
+    /// The form body of an exchange call (holds the client's token: never log it).
+    pub fn exchange_body(&self, id: u64) -> Option<String> {
+        self.exchange_calls.get(&id).map(|c| c.body.clone())
+    }
+
+    /// An exchange call finished (`outcome` as for [`Host::handle_fetch`]: 0 an HTTP answer,
+    /// 1 too large, 2 timeout, 3 no connection, 4 not sent, 5 address refused). Answers the
+    /// log event as JSON, or `None` for a stale id.
+    pub fn handle_exchange(
+        &mut self,
+        id: u64,
+        outcome: u8,
+        status: u16,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Option<String> {
+        let call = self.exchange_calls.remove(&id)?;
+        let outcome = match outcome {
+            0 => ExchangeOutcome::Response { status, body },
+            1 => ExchangeOutcome::TooLarge,
+            2 => ExchangeOutcome::Failed(Failure::Timeout),
+            4 => ExchangeOutcome::Failed(Failure::NotSent),
+            5 => ExchangeOutcome::Failed(Failure::AddressNotAllowed),
+            _ => ExchangeOutcome::Failed(Failure::Connection),
+        };
+        let report = self.exchanges.handle_response(call.id, outcome, now_ms)?;
+        Some(exchange_report_json(&report, &call.uri))
+    }
+
+    /// The next exchange that got no answer in time, as a log event (JSON).
+    pub fn poll_exchange_overdue(&mut self, now_ms: u64) -> Option<String> {
+        let report = self.exchanges.poll_overdue(now_ms)?;
+        let uri = self.exchange_uri(&report);
+        // Its call, if JavaScript still has it, will be answered as stale.
+        Some(exchange_report_json(&report, &uri))
+    }
+
+    fn exchange_uri(&self, report: &ExchangeReport) -> String {
+        let (ExchangeReport::Issued { resource, .. }
+        | ExchangeReport::Refused { resource, .. }
+        | ExchangeReport::Failed { resource, .. }) = report;
+        self.gateway
+            .config()
+            .resources()
+            .get(*resource)
+            .and_then(|r| r.upstream_token())
+            .map_or_else(String::new, |u| u.uri.clone())
     }
 
     /// The form body of an introspection job (it holds the token: never log it).
@@ -565,18 +671,30 @@ impl Host {
             .is_ok()
     }
 
-    /// The next paused request to decide again (its `wait` number), if any.
+    /// The next paused request to decide again (its `wait` number), if any: keys first,
+    /// then token exchanges.
     pub fn poll_wake(&mut self, now_ms: u64) -> Option<u64> {
-        self.schedule.poll_wake(now_ms).map(WaitId::get)
+        if let Some(w) = self.schedule.poll_wake(now_ms) {
+            return Some(w.get());
+        }
+        self.exchanges
+            .poll_wake(now_ms)
+            .map(|w| w.get() | EXCHANGE_WAIT)
     }
 
     /// When to call in next (ms since the epoch) while requests wait, or `None`.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if self.schedule.has_waiters() {
+        let keys = if self.schedule.has_waiters() {
             self.schedule.poll_timeout()
         } else {
             None
-        }
+        };
+        let exchanges = if self.exchanges.has_waiters() {
+            self.exchanges.poll_timeout()
+        } else {
+            None
+        };
+        [keys, exchanges].into_iter().flatten().min()
     }
 
     /// When the schedule next has work, whether or not requests wait (ms; `None`: never).
@@ -588,6 +706,9 @@ impl Host {
     pub fn cancel_wait(&mut self, wait: u64) {
         if let Some(id) = self.waits.remove(&wait) {
             self.schedule.cancel(id);
+        }
+        if let Some(w) = self.exchange_waits.remove(&wait) {
+            self.exchanges.cancel(w);
         }
     }
 
@@ -603,25 +724,42 @@ impl Host {
         }
         let word = |w: &[u8]| w.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x));
         self.cache = self.gateway.new_keyed_cache((word(a), word(b)));
+        // The exchange cache hashes subject tokens too: the same secret, reversed.
+        if self.exchanges.cached() == 0 {
+            self.exchanges = Exchanges::with_hash_key(self.gateway.config(), (word(b), word(a)));
+        }
         true
     }
 
     /// `{"entries":…,"capacity":…,"hits":…,"misses":…,"pending_jobs":…}`.
     pub fn stats(&self) -> String {
         let (hits, misses) = self.cache.stats();
+        let ex = self.exchanges.stats();
+        let [ok, failed, cache_hit] = mcp_edge_auth_core::exchange::COUNTERS;
         to_json(&json!({
             "entries": self.cache.len(),
             "capacity": self.cache.capacity(),
             "hits": hits,
             "misses": misses,
             "pending_jobs": self.jobs.len(),
+            ok: ex.ok,
+            failed: ex.failed,
+            cache_hit: ex.cache_hits,
+            "token_exchange_cached": self.exchanges.cached(),
         }))
     }
 
-    fn verdict_json(&mut self, verdict: Verdict, previous: Option<WaitId>, now_ms: u64) -> String {
+    fn verdict_json(
+        &mut self,
+        verdict: Verdict,
+        previous: Option<WaitId>,
+        exchange: Option<ExchangeWait>,
+        now_ms: u64,
+    ) -> String {
         let v = match verdict {
             Verdict::Respond(r) => return respond_json(&r),
             Verdict::Forward(f) => return forward_json(&f),
+            Verdict::Exchange(need) => return self.exchange_json(need, exchange, now_ms),
             Verdict::AwaitKeys(need) => {
                 match self.schedule.wait(need, previous, now_ms, &self.keys) {
                     Wait::Refused(r) => return respond_json(&r),
@@ -671,6 +809,27 @@ impl Host {
         self.jobs.insert(id, job);
         id
     }
+}
+
+/// A finished exchange as a log event: `{"event","ok","uri","line",…}` (no token, no text
+/// from the authorization server).
+fn exchange_report_json(report: &ExchangeReport, uri: &str) -> String {
+    let (_, line) = report.log_line(uri);
+    let v = match report {
+        ExchangeReport::Issued { expires_in, .. } => json!({
+            "event": "token_exchanged", "ok": true, "uri": uri, "expires_in": expires_in, "line": line,
+        }),
+        ExchangeReport::Refused { error, .. } => json!({
+            "event": "token_exchange_refused", "ok": false, "uri": uri, "error": error, "line": line,
+        }),
+        ExchangeReport::Failed {
+            why, retry_in_ms, ..
+        } => json!({
+            "event": "token_exchange_failed", "ok": false, "uri": uri, "error": why,
+            "retry_in_ms": retry_in_ms, "line": line,
+        }),
+    };
+    to_json(&v)
 }
 
 /// The JavaScript-facing engine: one per isolate (per configuration).
@@ -728,7 +887,35 @@ impl Engine {
 
     /// Completes a `verify` verdict.
     pub fn resume(&mut self, job: u32, valid: bool, now: f64) -> String {
-        self.host.resume(job, valid, millis(now) / 1000)
+        self.host.resume(job, valid, millis(now))
+    }
+
+    /// The next token exchange to make (JSON), or `undefined`.
+    pub fn poll_exchange(&mut self) -> Option<String> {
+        self.host.poll_exchange()
+    }
+
+    /// The form body of an exchange (holds the client's token: never log it).
+    pub fn exchange_body(&self, id: f64) -> Option<String> {
+        self.host.exchange_body(millis(id))
+    }
+
+    /// An exchange finished (see [`Host::handle_exchange`]); the log event, or `undefined`.
+    pub fn handle_exchange(
+        &mut self,
+        id: f64,
+        outcome: u8,
+        status: u16,
+        body: &[u8],
+        now: f64,
+    ) -> Option<String> {
+        self.host
+            .handle_exchange(millis(id), outcome, status, body, millis(now))
+    }
+
+    /// The next exchange that got no answer in time (its log event), or `undefined`.
+    pub fn poll_exchange_overdue(&mut self, now: f64) -> Option<String> {
+        self.host.poll_exchange_overdue(millis(now))
     }
 
     /// Completes an `introspect` verdict: `answered` false when the call failed.
@@ -741,7 +928,7 @@ impl Engine {
         now: f64,
     ) -> String {
         self.host
-            .resume_introspection(job, answered, status, body, millis(now) / 1000)
+            .resume_introspection(job, answered, status, body, millis(now))
     }
 
     /// The form body of an `introspect` job (holds the token: never log it).

@@ -11,8 +11,10 @@
 pub mod host;
 mod path;
 mod raw;
+pub(crate) mod upstream_token;
 
 pub use host::{load, Host, Loaded};
+pub use upstream_token::{UpstreamToken, ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 
 use alloc::borrow::ToOwned;
 use alloc::format;
@@ -116,6 +118,8 @@ pub struct Resource {
     pub(crate) implied_scopes: Vec<(String, Vec<String>)>,
     /// MCP-aware rules; `None` when the resource has none (the body is then never read).
     pub(crate) mcp: Option<McpRules>,
+    /// RFC 8693 token exchange toward the upstream (`upstream_token`), if configured.
+    pub(crate) upstream_token: Option<UpstreamToken>,
 }
 
 /// MCP-aware authorization rules of a resource.
@@ -223,6 +227,11 @@ impl Resource {
     /// The audiences a token must name, in normalised form (see `uri::audience_form`).
     pub fn audiences(&self) -> &[String] {
         &self.audiences
+    }
+
+    /// The token exchange toward the upstream, if configured.
+    pub fn upstream_token(&self) -> Option<&UpstreamToken> {
+        self.upstream_token.as_ref()
     }
 }
 
@@ -360,6 +369,17 @@ impl Config {
                 }
             }
         }
+        for (i, res) in self.resources.iter().enumerate() {
+            if let Some(u) = res.upstream_token.as_ref().filter(|u| u.cluster.is_none()) {
+                return Err(ConfigError::new(
+                    format!("resources[{i}].upstream_token.http_uri.cluster"),
+                    format!(
+                        "is required by the {host}: name the Envoy cluster that reaches {}",
+                        u.uri
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -387,6 +407,9 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+// Not inlined into `from_raw`: a config is loaded once, and the Wasm filter's size is
+// bounded (512 KiB); inlined, this grew `from_raw` by more than its own size.
+#[inline(never)]
 fn resource(
     r: raw::RawResource,
     p: &str,
@@ -606,6 +629,17 @@ fn resource(
         Some(m) => Some(mcp_rules(m, &format!("{p}.mcp"))?),
     };
 
+    let forward = r.forward.unwrap_or(false);
+    let upstream_token = match r.upstream_token {
+        None => None,
+        Some(u) => Some(upstream_token::parse(
+            u,
+            &format!("{p}.upstream_token"),
+            &claim_to_headers,
+            forward,
+        )?),
+    };
+
     Ok(Resource {
         resource: r.resource,
         hosts,
@@ -618,13 +652,14 @@ fn resource(
         issuers: issuer_ids,
         required_scopes,
         challenge_scope,
-        forward: r.forward.unwrap_or(false),
+        forward,
         claim_to_headers,
         allowed_origins,
         metadata_max_age: r.metadata_max_age_seconds.unwrap_or(3600),
         preflight_max_age: r.preflight_max_age_seconds.unwrap_or(600),
         implied_scopes,
         mcp,
+        upstream_token,
     })
 }
 
@@ -802,7 +837,7 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
     })
 }
 
-fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), ConfigError> {
+pub(crate) fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), ConfigError> {
     check_web_uri(uri, p)?;
     let parts = uri::parse(uri).ok_or_else(|| ConfigError::new(p, "must be an absolute URI"))?;
     let authority = match parts.port {
@@ -924,7 +959,7 @@ fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError
 }
 
 /// https anywhere, plain http only on loopback (development).
-fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
     let Some(parts) = uri::parse(value) else {
         return Err(ConfigError::new(path, "must be an absolute https:// URI"));
     };
@@ -953,7 +988,7 @@ fn check_web_uri(value: &str, path: &str) -> Result<(), ConfigError> {
 
 /// RFC 6749 §3.3 scope-token characters, which also keeps them safe inside a quoted
 /// `scope="…"` challenge parameter.
-fn check_scopes(scopes: &[String], path: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_scopes(scopes: &[String], path: &str) -> Result<(), ConfigError> {
     for (i, s) in scopes.iter().enumerate() {
         let ok = !s.is_empty()
             && s.bytes()
@@ -968,7 +1003,7 @@ fn check_scopes(scopes: &[String], path: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

@@ -81,6 +81,8 @@ pub(crate) struct RawResource {
     pub scope_hierarchy: Option<alloc::collections::BTreeMap<String, Vec<String>>>,
     #[serde(default)]
     pub mcp: Option<RawMcp>,
+    #[serde(default)]
+    pub upstream_token: Option<RawUpstreamToken>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +175,28 @@ pub(crate) struct RawIntrospection {
     pub client_secret: String,
     #[serde(default)]
     pub cache_max_seconds: Option<u32>,
+    #[serde(default)]
+    pub retry_after_seconds: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamToken {
+    pub http_uri: RawHttpUri,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default)]
+    pub client_auth: Option<String>,
+    #[serde(default)]
+    pub audience: Option<Vec<String>>,
+    #[serde(default)]
+    pub resource: Option<Vec<String>>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub requested_token_type: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
     #[serde(default)]
     pub retry_after_seconds: Option<u32>,
 }
