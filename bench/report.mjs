@@ -228,7 +228,7 @@ function microSection() {
     rows.push([`\`${id}\``, us(micro.criterion[id]?.ns_median), us(n), us(wv), Number.isFinite(n) && Number.isFinite(wv) ? `${f1(wv / n)}×` : '–']);
   }
   out.push(table(['case', 'criterion, native', 'loop, native', 'loop, Wasm (V8)', 'Wasm ÷ native'], rows), '');
-  out.push('Groups: `parse` = JWS parsing (base64url, strict JSON header and claims); `hash` = the keyed SipHash of the token (the map key of the token cache; a hit is then confirmed on the whole token); `verify` = one signature check with a verifier prepared at key install; `decide-uncached` = `Gateway::decide` with the token cache off (the whole request path, one signature check); `cache-hit` = `Gateway::decide` answered from the verified-token cache.', '');
+  out.push('Groups: `parse` = JWS parsing (base64url, strict JSON header and claims); `hash` = the keyed SipHash of the token (the map key of the token cache; a hit is then confirmed on the whole token); `verify` = one signature check with a verifier prepared at key install; `decide-uncached` = `Gateway::decide` with the token cache off (the whole request path, one signature check); `cache-hit` = `Gateway::decide` answered from the verified-token cache; `exchange-cache-hit` = the same on a resource with `upstream_token` (RFC 8693), then `Exchanges::begin` answered from the exchange cache: its difference to `cache-hit` is what a request served from the exchange cache adds.', '');
 }
 
 // ---- size --------------------------------------------------------------------------------

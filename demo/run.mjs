@@ -25,7 +25,7 @@ import { execFile } from 'node:child_process';
 
 import { ROOT, startProcess, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
-import { gatewayConfig, urls, resourcesOf, privilegedPaths, CLIENTS, BASE_SCOPE, PRIVILEGED_SCOPE, PRIVILEGED_TOOL } from './config.mjs';
+import { gatewayConfig, urls, resourcesOf, privilegedPaths, CLIENTS, BASE_SCOPE, PRIVILEGED_SCOPE, PRIVILEGED_TOOL, DEFAULT_UPSTREAM_AUDIENCE, EXCHANGE_CLIENT } from './config.mjs';
 
 dns.setDefaultResultOrder('ipv4first');
 
@@ -34,6 +34,9 @@ const STEP_UP = process.env.DEMO_STEP_UP === 'route' ? 'route' : 'tool';
 // DEMO_STATEFUL=1: the MCP server keeps sessions and sends a notification every 2 s on each
 // session's GET SSE stream, which the printed commands open through the gateway.
 const STATEFUL = ['1', 'true', 'yes'].includes(String(process.env.DEMO_STATEFUL ?? '').toLowerCase());
+// DEMO_EXCHANGE=1: the MCP server requires a token of its own (aud urn:mcp-edge-auth:demo-upstream),
+// which the gateways get by RFC 8693 token exchange at the authorization server (upstream_token).
+const EXCHANGE = ['1', 'true', 'yes'].includes(String(process.env.DEMO_EXCHANGE ?? '').toLowerCase());
 const PORTS = {
   as: Number(process.env.DEMO_AS_PORT ?? 9400),
   mcp: Number(process.env.DEMO_MCP_PORT ?? 9401),
@@ -200,12 +203,15 @@ function banner(asBase) {
     '  # list the tools with it',
     `  ${c.tools}`,
     '',
-    '  # what reached the MCP server: the verified subject, no token',
+    EXCHANGE
+      ? '  # what reached the MCP server: the verified subject, and the token the gateway exchanged for it (aud, act)'
+      : '  # what reached the MCP server: the verified subject, no token',
     `  ${c.whoami}`,
     '',
     ...(STATEFUL
       ? ['  # the session\'s GET SSE stream, through the gateway: a notifications/message every 2 s (Ctrl-C ends it)', `  ${c.stream}`, '']
       : ['  (DEMO_STATEFUL=1 make demo: a stateful MCP server, and the GET SSE stream through the gateway)', '']),
+    ...(EXCHANGE ? [] : ['  (DEMO_EXCHANGE=1 make demo: the MCP server requires its own token; the gateways exchange the client\'s (RFC 8693))', '']),
   );
   for (const [name, port] of GATEWAYS.slice(1)) {
     lines.push(
@@ -252,6 +258,7 @@ async function checkCommands(asBase) {
     await expect('token + tools/list', `${c.token}\n${open}${c.tools}`, (o) => rpc(o).result.tools.some((t) => t.name === 'whoami'));
     await expect('token + whoami', `${c.token}\n${open}${c.whoami}`, (o) => {
       const who = rpc(o).result.structuredContent;
+      if (EXCHANGE) return who.subject === CLIENTS.demo.client_id && who.upstream_token?.aud === DEFAULT_UPSTREAM_AUDIENCE && who.upstream_token?.act?.sub === EXCHANGE_CLIENT.client_id;
       return who.subject === CLIENTS.demo.client_id && who.authorization_received === false;
     });
     await expect('SDK client', c.sdk, (o) => o.includes('tools: whoami') && o.includes('"subject":"demo-client"'));
@@ -284,7 +291,7 @@ async function main() {
 
   process.stdout.write('starting the authorization server (oidc-provider) ... ');
   const resources = GATEWAYS.flatMap(([, port]) => resourcesOf(port, STEP_UP));
-  const as = await startNode('as', 'as.mjs', ['--port', String(PORTS.as), ...resources.flatMap((r) => ['--resource', r])]);
+  const as = await startNode('as', 'as.mjs', ['--port', String(PORTS.as), ...(EXCHANGE ? ['--exchange'] : []), ...resources.flatMap((r) => ['--resource', r])]);
   await waitFor(async () => {
     if (as.exited) throw new Error(`exited; see ${as.log}`);
     return (await send(`${asBase}/.well-known/oauth-authorization-server`)).status === 200;
@@ -292,23 +299,26 @@ async function main() {
   console.log('ok');
 
   process.stdout.write('starting the MCP server (MCP TypeScript SDK) ... ');
-  const mcpArgs = ['--port', String(PORTS.mcp), '--log', ...(STATEFUL ? ['--stateful'] : []), ...privilegedPaths(STEP_UP).flatMap((p) => ['--privileged-path', p])];
+  const mcpArgs = ['--port', String(PORTS.mcp), '--log', ...(STATEFUL ? ['--stateful'] : []), ...privilegedPaths(STEP_UP).flatMap((p) => ['--privileged-path', p]),
+    ...(EXCHANGE ? ['--upstream-jwks', `${asBase}/jwks`, '--upstream-issuer', asBase, '--upstream-audience', DEFAULT_UPSTREAM_AUDIENCE] : [])];
   const mcp = await startNode('mcp', 'mcp-server.mjs', mcpArgs);
   await waitFor(async () => {
     if (mcp.exited) throw new Error(`exited; see ${mcp.log}`);
     // GET without a session: 405 (stateless) or 400 (stateful): either way it answers.
-    return [400, 405].includes((await send(`http://127.0.0.1:${PORTS.mcp}/mcp`)).status);
+    // With DEMO_EXCHANGE, 401 (no token of its own).
+    return [400, 401, 405].includes((await send(`http://127.0.0.1:${PORTS.mcp}/mcp`)).status);
   }, { what: 'the MCP server' });
   console.log('ok');
 
-  const configFor = (port) => gatewayConfig({ port, issuer: asBase, jwksUrl: `${asBase}/jwks`, stepUp: STEP_UP });
+  const upstreamToken = EXCHANGE ? { tokenUrl: `${asBase}/token`, cluster: 'as' } : undefined;
+  const configFor = (port) => gatewayConfig({ port, issuer: asBase, jwksUrl: `${asBase}/jwks`, stepUp: STEP_UP, upstreamToken });
   for (const [name, port] of GATEWAYS) {
     writeFileSync(join(LOGS, `${name.split(" ").pop().toLowerCase()}-config.json`), `${JSON.stringify(configFor(port), null, 2)}\n`);
   }
 
   if (startEnvoy) {
     process.stdout.write('starting Envoy with the mcp-edge-auth Wasm filter ... ');
-    const envoy = await startEnvoy({ port: PORTS.envoy, adminPort: PORTS.envoyAdmin, config: configFor(PORTS.envoy), jwksPort: PORTS.as, upstreamPort: PORTS.mcp, logFile: join(LOGS, 'envoy.log') });
+    const envoy = await startEnvoy({ port: PORTS.envoy, adminPort: PORTS.envoyAdmin, config: configFor(PORTS.envoy), jwksPort: PORTS.as, upstreamPort: PORTS.mcp, clusters: { as: PORTS.as }, logFile: join(LOGS, 'envoy.log') });
     stoppers.push(['envoy', () => envoy.stop()]);
     console.log(`ok (admin: ${envoy.adminUrl}/stats?filter=mcp_edge_auth)`);
   }

@@ -70,6 +70,7 @@ fuzz_target!(|input: Input<'_>| {
                 "allowed without introspection: {f:?}"
             );
         }
+        Verdict::Exchange(_) => panic!("no resource of this config has upstream_token"),
         Verdict::AwaitKeys(_) | Verdict::VerifySignature(_) | Verdict::Introspect(_) => {}
     }
 });

@@ -26,14 +26,15 @@ function run(cmd, args, env) {
   return new Promise((r) => child.on('exit', (code) => r({ code, out })));
 }
 
-for (const stateful of [false, true]) {
-  it(`make demo${stateful ? ' (DEMO_STATEFUL=1)' : ''}: starts AS, MCP server, Envoy and the Worker; the printed commands work; it stops everything`, { skip: !hasCurl && 'curl is not installed', timeout: 120000 }, async () => {
+for (const [stateful, exchange] of [[false, false], [true, false], [false, true]]) {
+  it(`make demo${stateful ? ' (DEMO_STATEFUL=1)' : ''}${exchange ? ' (DEMO_EXCHANGE=1)' : ''}: starts AS, MCP server, Envoy and the Worker; the printed commands work; it stops everything`, { skip: !hasCurl && 'curl is not installed', timeout: 120000 }, async () => {
     const ports = { DEMO_AS_PORT: await freePort(), DEMO_MCP_PORT: await freePort(), DEMO_ENVOY_PORT: await freePort(), ENVOY_ADMIN_PORT: await freePort(), DEMO_WORKER_PORT: await freePort() };
-    const env = { ...process.env, DEMO_LOG_DIR: tempDir('mea-demo-'), ...(stateful ? { DEMO_STATEFUL: '1' } : {}) };
+    const env = { ...process.env, DEMO_LOG_DIR: tempDir('mea-demo-'), ...(stateful ? { DEMO_STATEFUL: '1' } : {}), ...(exchange ? { DEMO_EXCHANGE: '1' } : {}) };
     for (const [k, v] of Object.entries(ports)) env[k] = String(v);
     const { code, out } = await run(process.execPath, [join(ROOT, 'demo', 'run.mjs'), '--check'], env);
     assert.equal(code, 0, out);
     const expected = [`http://localhost:${ports.DEMO_ENVOY_PORT}/mcp`, `http://localhost:${ports.DEMO_WORKER_PORT}/mcp`, 'TOKEN=$(curl', 'ok   Envoy: token + tools/list', 'ok   the Worker: token + tools/list', 'SDK client step-up', `admin: http://127.0.0.1:${ports.ENVOY_ADMIN_PORT}/stats`];
+    if (exchange) expected.push('ok   Envoy: token + whoami', 'ok   the Worker: token + whoami', 'the token the gateway exchanged');
     if (stateful) expected.push('SID=$(curl', 'ok   Envoy: the GET SSE stream through the gateway', 'ok   the Worker: the GET SSE stream through the gateway');
     for (const what of expected) assert.ok(out.includes(what), `output mentions ${what}\n${out}`);
     assert.ok(!/FAIL/.test(out), out);

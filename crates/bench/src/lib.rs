@@ -18,6 +18,7 @@
 //! | `verify/PROVIDER-ALG` | one signature check with a verifier prepared at key install |
 //! | `decide-uncached/PROVIDER-ALG` | [`Gateway::decide`] with the token cache off: the whole request path with a signature check |
 //! | `cache-hit/ALG` | [`Gateway::decide`] answered from the verified-token cache |
+//! | `exchange-cache-hit/ALG` | the same on a resource with `upstream_token`: [`Gateway::decide`], then [`Exchanges::begin`] answered from the exchange cache (RFC 8693) |
 //!
 //! Keys and tokens come from `fixtures.json` (written by `bench/micro-fixtures.mjs` with
 //! `jose`); every decision runs at the fixture's fixed `now`, so the tokens never expire.
@@ -29,7 +30,8 @@ use mcp_edge_auth_core::crypto::{
     SignatureVerifier, Verification, VerifyInput,
 };
 use mcp_edge_auth_core::{jwks, jws};
-use mcp_edge_auth_core::{Config, Gateway, KeyStore, Request, TokenCache, Verdict};
+use mcp_edge_auth_core::exchange::ExchangeOutcome;
+use mcp_edge_auth_core::{Begin, Config, Exchanges, Gateway, KeyStore, Request, TokenCache, Verdict};
 use serde_json::{json, Value};
 
 /// The keys and tokens (see `bench/micro-fixtures.mjs`).
@@ -139,7 +141,12 @@ impl Fixtures {
     /// The gateway config the decision cases run: one resource, one issuer with the three
     /// keys inline, a required scope and one claim header (as the Envoy benchmark).
     fn config(&self, cache_entries: usize) -> Result<Config, String> {
-        let c = json!({
+        self.config_with(cache_entries, json!({}))
+    }
+
+    /// As [`Fixtures::config`], with more resource fields.
+    fn config_with(&self, cache_entries: usize, extra: Value) -> Result<Config, String> {
+        let mut c = json!({
             "resources": [{
                 "resource": self.resource,
                 "authorization_servers": [self.issuer],
@@ -153,6 +160,9 @@ impl Fixtures {
             }],
             "token_cache": { "max_entries": cache_entries },
         });
+        if let (Some(r), Some(extra)) = (c["resources"][0].as_object_mut(), extra.as_object()) {
+            r.extend(extra.clone());
+        }
         Config::from_json(c.to_string().as_bytes()).map_err(|e| e.to_string())
     }
 }
@@ -227,6 +237,58 @@ fn decision_case(
             Verdict::Forward(fw) => fw.add_headers.len() as u64,
             _ => 0,
         }),
+    })
+}
+
+/// A cache hit on a resource with `upstream_token`, its exchanged token cached too: what a
+/// request costs once both caches hold its token (the exchange made once, in setup).
+fn exchange_case(f: &Fixtures, alg: Algorithm, token: &str) -> Result<Case, String> {
+    let name = alg.name().to_string();
+    let err = |e: String| format!("exchange-cache-hit/{name}: {e}");
+    let extra = json!({ "upstream_token": {
+        "http_uri": { "uri": "https://auth.example.com/token", "cluster": "auth" },
+        "client_id": "gateway", "client_secret": "secret", "audience": ["urn:upstream"],
+    }});
+    let config = f.config_with(4096, extra).map_err(err)?;
+    let keys = KeyStore::new(&config, Provider::Ring.boxed()).map_err(|e| err(e.to_string()))?;
+    let mut exchanges = Exchanges::with_hash_key(&config, (7, 11));
+    let gateway = Gateway::new(config);
+    let mut cache = gateway.new_cache();
+    let req = OwnedRequest::new(token);
+    let now = f.now;
+    let now_ms = now * 1000;
+    let Verdict::Exchange(need) = req.decide(&gateway, now, &keys, &mut cache) else {
+        return Err(err("expected an exchange".into()));
+    };
+    let Begin::Paused(wait) = exchanges.begin(need, None, now_ms) else {
+        return Err(err("expected a pause for the first exchange".into()));
+    };
+    let call = exchanges.poll_send().ok_or_else(|| err("no exchange to send".into()))?;
+    let answer = json!({
+        "access_token": "upstream-access-token-0123456789abcdef",
+        "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "token_type": "Bearer", "expires_in": 300,
+    })
+    .to_string();
+    let outcome = ExchangeOutcome::Response { status: 200, body: answer.as_bytes() };
+    exchanges.handle_response(call.id, outcome, now_ms);
+    if exchanges.poll_wake(now_ms) != Some(wait) {
+        return Err(err("the waiter was not woken".into()));
+    }
+    let mut step = move || -> Result<u64, String> {
+        let Verdict::Exchange(need) = req.decide(&gateway, now, &keys, &mut cache) else {
+            return Err("expected an exchange".into());
+        };
+        match exchanges.begin(need, None, now_ms) {
+            Begin::Forward { forward, cached: true } => Ok(forward.add_headers.len() as u64),
+            other => Err(format!("expected a cached forward, got {other:?}")),
+        }
+    };
+    step().map_err(err)?;
+    Ok(Case {
+        group: "exchange-cache-hit",
+        name,
+        run: Box::new(move || step().unwrap_or(0)),
     })
 }
 
@@ -324,6 +386,9 @@ pub fn cases() -> Result<Vec<Case>, String> {
             token,
             4096,
         )?);
+    }
+    for (alg, token) in &f.tokens {
+        out.push(exchange_case(&f, *alg, token)?);
     }
     Ok(out)
 }

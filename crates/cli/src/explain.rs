@@ -230,6 +230,22 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
             }
             Verdict::Respond(r) => return Ok(answer(&steps, Answer::Refused(&r))),
             Verdict::Forward(f) => return Ok(answer(&steps, Answer::Forwarded(&f))),
+            Verdict::Exchange(need) => {
+                // Every check passed; the gateway would now exchange the token (RFC 8693)
+                // and forward with the upstream's own token. explain makes no exchange.
+                if let Some(u) = gateway
+                    .config()
+                    .resources()
+                    .get(need.resource())
+                    .and_then(|r| r.upstream_token())
+                {
+                    println!(
+                        "upstream_token: the gateway exchanges the token at {} for {:?} and                          forwards with that one in {} (explain makes no exchange)",
+                        u.uri, u.target, u.header
+                    );
+                }
+                return Ok(answer(&steps, Answer::Forwarded(need.pending_forward())));
+            }
             Verdict::Introspect(job) => {
                 print_steps(&steps);
                 println!(

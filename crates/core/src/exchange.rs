@@ -130,6 +130,11 @@ impl ExchangeNeed {
     pub fn pending_forward(&self) -> &Forward {
         &self.forward
     }
+
+    /// The resource (index into the config's resources) whose `upstream_token` applies.
+    pub fn resource(&self) -> usize {
+        self.resource
+    }
 }
 
 /// What [`Exchanges::begin`] says.
