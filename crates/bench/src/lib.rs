@@ -29,9 +29,11 @@ use mcp_edge_auth_core::crypto::{
     jwt_simple::JwtSimpleProvider, ring::RingProvider, AlgSet, Algorithm, CryptoProvider,
     SignatureVerifier, Verification, VerifyInput,
 };
-use mcp_edge_auth_core::{jwks, jws};
 use mcp_edge_auth_core::exchange::ExchangeOutcome;
-use mcp_edge_auth_core::{Begin, Config, Exchanges, Gateway, KeyStore, Request, TokenCache, Verdict};
+use mcp_edge_auth_core::{jwks, jws};
+use mcp_edge_auth_core::{
+    Begin, Config, Exchanges, Gateway, KeyStore, Request, TokenCache, Verdict,
+};
 use serde_json::{json, Value};
 
 /// The keys and tokens (see `bench/micro-fixtures.mjs`).
@@ -263,14 +265,19 @@ fn exchange_case(f: &Fixtures, alg: Algorithm, token: &str) -> Result<Case, Stri
     let Begin::Paused(wait) = exchanges.begin(need, None, now_ms) else {
         return Err(err("expected a pause for the first exchange".into()));
     };
-    let call = exchanges.poll_send().ok_or_else(|| err("no exchange to send".into()))?;
+    let call = exchanges
+        .poll_send()
+        .ok_or_else(|| err("no exchange to send".into()))?;
     let answer = json!({
         "access_token": "upstream-access-token-0123456789abcdef",
         "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
         "token_type": "Bearer", "expires_in": 300,
     })
     .to_string();
-    let outcome = ExchangeOutcome::Response { status: 200, body: answer.as_bytes() };
+    let outcome = ExchangeOutcome::Response {
+        status: 200,
+        body: answer.as_bytes(),
+    };
     exchanges.handle_response(call.id, outcome, now_ms);
     if exchanges.poll_wake(now_ms) != Some(wait) {
         return Err(err("the waiter was not woken".into()));
@@ -280,7 +287,10 @@ fn exchange_case(f: &Fixtures, alg: Algorithm, token: &str) -> Result<Case, Stri
             return Err("expected an exchange".into());
         };
         match exchanges.begin(need, None, now_ms) {
-            Begin::Forward { forward, cached: true } => Ok(forward.add_headers.len() as u64),
+            Begin::Forward {
+                forward,
+                cached: true,
+            } => Ok(forward.add_headers.len() as u64),
             other => Err(format!("expected a cached forward, got {other:?}")),
         }
     };
