@@ -21,7 +21,8 @@ const CONFIG: &str = r#"{"resources":[
 ],"token_cache":{"max_entries":4}}"#;
 
 const NOW: u64 = 1_800_000_000;
-const ACTIVE: &[u8] = br#"{"active":true,"aud":"https://mcp.example.com/mcp","exp":1800000300}"#;
+/// Valid far longer than 64 steps can advance the clock (64 × 655 s).
+const ACTIVE: &[u8] = br#"{"active":true,"aud":"https://mcp.example.com/mcp","exp":1801000000}"#;
 
 #[derive(Arbitrary, Debug)]
 enum Step<'a> {
