@@ -162,7 +162,10 @@ impl Fixtures {
             }],
             "token_cache": { "max_entries": cache_entries },
         });
-        if let (Some(r), Some(extra)) = (c["resources"][0].as_object_mut(), extra.as_object()) {
+        if let (Some(r), Some(extra)) = (
+            c.pointer_mut("/resources/0").and_then(Value::as_object_mut),
+            extra.as_object(),
+        ) {
             r.extend(extra.clone());
         }
         Config::from_json(c.to_string().as_bytes()).map_err(|e| e.to_string())
