@@ -39,6 +39,7 @@ function exchangeSuite(hostName, startHost, { perWorker = false } = {}) {
   const atMost = (made, what) => assert.ok(made.length >= 1 && made.length <= most, `${what}: ${made.length} exchanges (at most ${most})`);
   describe(`${hostName}: the upstream gets its own token (RFC 8693 token exchange at oidc-provider)`, () => {
     let as;
+    let asStopped = false;
     let mcp;
     let host;
     let port;
@@ -85,7 +86,7 @@ function exchangeSuite(hostName, startHost, { perWorker = false } = {}) {
     after(async () => {
       await host?.stop();
       await mcp?.stop();
-      await as?.stop();
+      if (!asStopped) await as?.stop();
     });
 
     it('the SDK client lists and calls tools; the MCP server verified a token issued for it (aud, act) and never saw the client\'s', async () => {
@@ -233,13 +234,25 @@ function exchangeSuite(hostName, startHost, { perWorker = false } = {}) {
       await sleep(Number(r.headers['retry-after']) * 1000 + 100);
     });
 
+    it('the authorization server stopped: a new token gets 503 with Retry-After (its keys are cached), never a forward', async () => {
+      const t = await newToken();
+      await as.stop();
+      asStopped = true;
+      clear();
+      const r = await call(t);
+      assert.equal(r.status, 503, r.body);
+      assert.ok(Number(r.headers['retry-after']) >= 1, 'Retry-After');
+      assert.equal(JSON.parse(r.body).error, 'temporarily_unavailable');
+      assert.equal(mcp.seen.length, 0, 'nothing reached the MCP server');
+    });
+
     if (hostName !== 'Worker (workerd)') {
       it('the counters: exchanges ok / failed / cache hits', async () => {
         const s = await host.stats();
         assert.ok(s.token_exchange_ok >= 5, JSON.stringify(s));
-        assert.ok(s.token_exchange_failed >= 3, JSON.stringify(s));
+        assert.ok(s.token_exchange_failed >= 4, JSON.stringify(s));
         assert.ok(s.token_exchange_cache_hit >= 9, JSON.stringify(s));
-        assert.ok(s['requests_denied.exchange_unavailable'] >= 2, JSON.stringify(s));
+        assert.ok(s['requests_denied.exchange_unavailable'] >= 3, JSON.stringify(s));
         assert.ok(s['requests_denied.exchange_refused'] >= 2, JSON.stringify(s));
       });
     }
