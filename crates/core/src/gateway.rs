@@ -224,6 +224,11 @@ impl Gateway {
             .max_by_key(|(_, r)| r.route_prefix.len())
     }
 
+    /// The resource (index and config) protecting `req`'s path on its authority.
+    pub(crate) fn route_of(&self, req: &Request<'_>) -> Option<(usize, &Resource)> {
+        self.route(req.authority, req.path_only())
+    }
+
     /// How many body bytes the host must buffer before [`Gateway::decide`], or `None` when
     /// the decision does not depend on the body. A host that cannot buffer that much passes
     /// [`crate::Body::TooLarge`] (413); one that asked and did not read it gets a 400.
@@ -1197,7 +1202,7 @@ fn explain_audience(aud: Option<&Value>, accepted: &[String], fold: bool) -> Str
 /// Every scope a 403 must name when `identity` lacks one of the resource's base scopes or of
 /// `rule_scopes` (granted directly or implied by the scope hierarchy); `None` when all are
 /// granted.
-fn missing_scopes(
+pub(crate) fn missing_scopes(
     res: &Resource,
     identity: &Identity,
     rule_scopes: &[String],

@@ -44,6 +44,7 @@
 //! | metadata document and well-known paths | [`metadata`] |
 //! | `WWW-Authenticate` challenges and error bodies | [`challenge`] |
 //! | MCP-aware rules: scopes per JSON-RPC method and tool | [`mcp`] |
+//! | per-caller discovery: list answers keep what the token may use | [`lists`] |
 //! | signature provider interface and default provider | [`crypto`] |
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
@@ -65,6 +66,7 @@ pub mod http;
 pub mod jwks;
 pub mod jws;
 pub mod keys;
+pub mod lists;
 pub mod mcp;
 pub mod metadata;
 pub mod uri;
