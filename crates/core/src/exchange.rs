@@ -512,7 +512,7 @@ impl Exchanges {
     fn join(&mut self, id: ExchangeId, forward: Forward) -> Begin {
         let n = self.id();
         let Some(f) = self.flights.get_mut(&id) else {
-            return Begin::Respond(challenge::unavailable(1));
+            return Begin::Respond(challenge::exchange_unavailable(1));
         };
         if f.waiters.len() >= MAX_WAITERS {
             return Begin::Respond(unavailable(f.deadline_ms, f.deadline_ms, forward));
