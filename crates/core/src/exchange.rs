@@ -24,8 +24,8 @@
 //!
 //! * **One exchange per subject token and resource** at a time: concurrent requests with
 //!   the same token wait for the exchange the first one started.
-//! * **Cached** under the token cache's keyed hash of the subject token, confirmed on the
-//!   whole token, bounded by `token_cache.max_entries`, never past `min(expires_in, the
+//! * **Cached** under a secret-keyed hash of the subject token (the token cache's hash, with
+//!   this instance's own key), confirmed on the whole token, bounded by `token_cache.max_entries` (at most 4096 slots), never past `min(expires_in, the
 //!   subject token's exp)`, and given up a little early (a tenth of its life, at most 30 s)
 //!   so that no upstream receives a token about to expire. A new configuration starts with
 //!   a new, empty `Exchanges`.
@@ -72,6 +72,9 @@ const MAX_TOKEN_BYTES: usize = 16 * 1024;
 const WAIT_GRACE_MS: u64 = 2000;
 /// First back-off after a failed exchange; doubles per consecutive failure.
 const FIRST_RETRY_MS: u64 = 1000;
+/// Exchange cache slots at most (`token_cache.max_entries` may be up to a million; the slots
+/// are allocated at once).
+const MAX_SLOTS: usize = 4096;
 /// Exchanges in flight at most (per host instance); beyond, requests get a 503.
 const MAX_FLIGHTS: usize = 1024;
 /// Requests waiting for one exchange at most; beyond, a 503.
@@ -394,7 +397,7 @@ impl Exchanges {
             .collect();
         Exchanges {
             targets,
-            max_entries: config.token_cache_max_entries,
+            max_entries: config.token_cache_max_entries.min(MAX_SLOTS),
             cache: Slots(Vec::new()),
             flights: Flights(Vec::new()),
             unsent: VecDeque::new(),
@@ -413,6 +416,17 @@ impl Exchanges {
     /// Counters since creation.
     pub fn stats(&self) -> ExchangeStats {
         self.stats
+    }
+
+    /// The token endpoint a report is about (for its log line).
+    pub fn endpoint(&self, report: &ExchangeReport) -> &str {
+        let (ExchangeReport::Issued { resource, .. }
+        | ExchangeReport::Refused { resource, .. }
+        | ExchangeReport::Failed { resource, .. }) = report;
+        self.targets
+            .get(*resource)
+            .and_then(|t| t.config.as_ref())
+            .map_or("?", |c| c.uri.as_str())
     }
 
     /// Exchanged tokens cached.

@@ -340,7 +340,7 @@ impl Gateway {
     /// now that its body is in (`req.body`): `None` to let the body go, or the refusal (400,
     /// 403 naming every scope needed, 413).
     pub fn check_body(&self, req: &Request<'_>, identity: &Identity) -> Option<Response> {
-        let (_, res) = self.route(req.authority, req.path_only())?;
+        let (_, res) = self.route_of(req)?;
         let cors = match req.single_header("origin") {
             Ok(Some(origin)) => allowed_origin(res, origin).map(|o| {
                 vec![

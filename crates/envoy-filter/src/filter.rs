@@ -195,8 +195,8 @@ pub(crate) struct Filter {
     cache: TokenCache,
     /// Token exchanges toward the upstream (`upstream_token`), made by the root context.
     exchanges: Exchanges,
-    /// Exchange calls in flight: the dispatch token, the exchange, the endpoint (for logs).
-    exchange_calls: Vec<(u32, ExchangeId, String)>,
+    /// Exchange calls in flight: the dispatch token and the exchange.
+    exchange_calls: Vec<(u32, ExchangeId)>,
     exchange_waiters: Vec<ExchangeWaiter>,
     metrics: Metrics,
     remotes: Vec<Remote>,
@@ -711,7 +711,7 @@ impl Filter {
             vec![],
             timeout,
         ) {
-            Ok(token) => self.exchange_calls.push((token, call.id, call.uri)),
+            Ok(token) => self.exchange_calls.push((token, call.id)),
             Err(e) => {
                 host::error(|| {
                     format!(
@@ -730,7 +730,7 @@ impl Filter {
 
     /// Whether `token` is a token exchange call of this VM.
     pub fn is_exchange_call(&self, token: u32) -> bool {
-        self.exchange_calls.iter().any(|(t, _, _)| *t == token)
+        self.exchange_calls.iter().any(|(t, _)| *t == token)
     }
 
     /// Root context: the answer (or failure: no headers) of a token exchange call.
@@ -742,10 +742,10 @@ impl Filter {
         body_size: usize,
         now_ms: u64,
     ) {
-        let Some(pos) = self.exchange_calls.iter().position(|(t, _, _)| *t == token) else {
+        let Some(pos) = self.exchange_calls.iter().position(|(t, _)| *t == token) else {
             return;
         };
-        let (_, id, _) = self.exchange_calls.swap_remove(pos);
+        let (_, id) = self.exchange_calls.swap_remove(pos);
         let status = (num_headers > 0)
             .then(|| host::headers(MapType::HttpCallResponseHeaders))
             .and_then(|h| h.into_iter().find(|(n, _)| n == ":status"))
@@ -773,23 +773,8 @@ impl Filter {
     /// Counts and logs how an exchange ended (the core words it; no token, no AS text).
     fn report_exchange(&self, report: &ExchangeReport) {
         self.metrics.exchange(report.ok());
-        let uri = match report {
-            ExchangeReport::Issued { resource, .. }
-            | ExchangeReport::Refused { resource, .. }
-            | ExchangeReport::Failed { resource, .. } => self
-                .gateway
-                .config()
-                .resources()
-                .get(*resource)
-                .and_then(|r| r.upstream_token())
-                .map_or("?", |u| u.uri.as_str()),
-        };
-        let (level, line) = report.log_line(uri);
-        match level {
-            schedule::LogLevel::Debug => host::debug(|| line),
-            schedule::LogLevel::Info => host::info(|| line),
-            schedule::LogLevel::Warn => host::warn(|| line),
-        }
+        let (level, line) = report.log_line(self.exchanges.endpoint(report));
+        host::log(log_level(level), || line);
     }
 
     /// Decides again every request whose token exchange ended, from the root context.
@@ -816,24 +801,7 @@ impl Filter {
             }
             switched = true;
             state.exchange_wait = Some(wait);
-            match self.handle(&req, &mut state, now_ms, None) {
-                Step::Forwarded => {
-                    if state.hold_body.is_some() {
-                        state.phase = Phase::HoldingBody;
-                        state.request = Some(req);
-                    }
-                    host::resume_request();
-                }
-                Step::Wait(again) => {
-                    state.request = Some(req);
-                    self.add_waiter(w.context_id, w.stream.clone(), again);
-                }
-                Step::Exchange(again) => {
-                    state.request = Some(req);
-                    self.add_exchange_waiter(w.context_id, w.stream.clone(), again);
-                }
-                _ => {}
-            }
+            self.redecide(w.context_id, &w.stream, &mut state, req, now_ms, None);
         }
         let gone: Vec<ExchangeWait> = self
             .exchange_waiters
@@ -1096,6 +1064,37 @@ impl Filter {
         }
     }
 
+    /// Decides a woken request again on its own context (the caller switched to it): resumed
+    /// when forwarded, kept when it waits once more (for keys or an exchange), else answered.
+    fn redecide(
+        &mut self,
+        context_id: u32,
+        stream: &Weak<RefCell<StreamState>>,
+        state: &mut StreamState,
+        req: OwnedRequest,
+        now_ms: u64,
+        previous: Option<WaitId>,
+    ) {
+        match self.handle(&req, state, now_ms, previous) {
+            Step::Forwarded => {
+                if state.hold_body.is_some() {
+                    state.phase = Phase::HoldingBody;
+                    state.request = Some(req);
+                }
+                host::resume_request();
+            }
+            Step::Wait(again) => {
+                state.request = Some(req);
+                self.add_waiter(context_id, stream.clone(), again);
+            }
+            Step::Exchange(again) => {
+                state.request = Some(req);
+                self.add_exchange_waiter(context_id, stream.clone(), again);
+            }
+            Step::Answered | Step::Introspecting => {}
+        }
+    }
+
     /// Decides again every paused request the schedule wakes, from the root context: each
     /// is answered, resumed, or paused once more.
     fn wake(&mut self, root_id: u32, now_ms: u64) {
@@ -1118,24 +1117,7 @@ impl Filter {
                 continue;
             }
             switched = true;
-            match self.handle(&req, &mut state, now_ms, Some(id)) {
-                Step::Forwarded => {
-                    if state.hold_body.is_some() {
-                        state.phase = Phase::HoldingBody;
-                        state.request = Some(req);
-                    }
-                    host::resume_request();
-                }
-                Step::Wait(again) => {
-                    state.request = Some(req);
-                    self.add_waiter(w.context_id, w.stream.clone(), again);
-                }
-                Step::Exchange(wait) => {
-                    state.request = Some(req);
-                    self.add_exchange_waiter(w.context_id, w.stream.clone(), wait);
-                }
-                _ => {}
-            }
+            self.redecide(w.context_id, &w.stream, &mut state, req, now_ms, Some(id));
         }
         // Forget requests whose client went away.
         let gone: Vec<WaitId> = self
@@ -1221,14 +1203,18 @@ fn body_unavailable_json() -> String {
 }
 
 /// Logs what an attempt of this VM did (the schedule words it).
-fn log_report(name: &str, report: &FetchReport) {
-    let (level, line) = report.log_line(name);
-    let level = match level {
+/// The proxy-wasm level of a core log level.
+fn log_level(level: schedule::LogLevel) -> LogLevel {
+    match level {
         schedule::LogLevel::Debug => LogLevel::Debug,
         schedule::LogLevel::Info => LogLevel::Info,
         schedule::LogLevel::Warn => LogLevel::Warn,
-    };
-    host::log(level, || line);
+    }
+}
+
+fn log_report(name: &str, report: &FetchReport) {
+    let (level, line) = report.log_line(name);
+    host::log(log_level(level), || line);
     for skipped in report.skipped_lines(name) {
         host::warn(|| skipped);
     }

@@ -225,6 +225,16 @@ extern "C" {
 
 // ---- process-wide calls ------------------------------------------------------------------
 
+/// Envoy's level for a core log level (key schedule and token exchange reports).
+pub fn level_of(level: mcp_edge_auth_core::keys::schedule::LogLevel) -> Level {
+    use mcp_edge_auth_core::keys::schedule::LogLevel;
+    match level {
+        LogLevel::Debug => Level::Debug,
+        LogLevel::Info => Level::Info,
+        LogLevel::Warn => Level::Warn,
+    }
+}
+
 /// Logs `msg()` when Envoy's `dynamic_modules` component logs at `level`; the message is
 /// only built then. Never pass request data that could hold a token.
 pub fn log(level: Level, msg: impl FnOnce() -> String) {

@@ -19,11 +19,10 @@ use crate::fetch::{Fetched, NoWait, WaitSlot};
 use crate::filter::{now_ms, FilterConfig};
 
 /// A call made for an exchange: the callout id (`None` while it is being started: Envoy may
-/// complete it inline), the exchange, the endpoint (for logs).
+/// complete it inline) and the exchange.
 struct Call {
     callout: Option<u64>,
     id: ExchangeId,
-    uri: String,
 }
 
 struct State {
@@ -41,6 +40,12 @@ pub(crate) enum Started {
     Forward(mcp_edge_auth_core::Forward, bool),
     /// Paused: woken through the slot, then decided again with this wait as `previous`.
     Paused(ExchangeWait, Arc<WaitSlot>),
+}
+
+/// Whether a report is an issued token, and its log line (worded by the core, under the lock).
+fn described(ex: &Exchanges, r: &ExchangeReport) -> (bool, LogLevel, String) {
+    let (level, line) = r.log_line(ex.endpoint(r));
+    (r.ok(), level, line)
 }
 
 impl Exchanger {
@@ -123,18 +128,21 @@ impl FilterConfig {
                 s.calls.push(Call {
                     callout: None,
                     id: call.id,
-                    uri: call.uri.clone(),
                 });
                 call
             };
             self.send_exchange(envoy, &call, now_ms);
         }
-        let overdue: Vec<ExchangeReport> = {
+        let overdue: Vec<(bool, LogLevel, String)> = {
             let mut s = self.exchanger.state();
-            std::iter::from_fn(|| s.exchanges.poll_overdue(now_ms)).collect()
+            let mut out = Vec::new();
+            while let Some(r) = s.exchanges.poll_overdue(now_ms) {
+                out.push(described(&s.exchanges, &r));
+            }
+            out
         };
-        for r in &overdue {
-            self.report_exchange(envoy, r, "?");
+        for r in overdue {
+            self.report_exchange(envoy, r);
         }
         self.wake_exchanges(now_ms);
     }
@@ -221,29 +229,25 @@ impl FilterConfig {
         outcome: ExchangeOutcome<'_>,
         now_ms: u64,
     ) {
-        let (report, uri) = {
+        let report = {
             let mut s = self.exchanger.state();
             let Some(pos) = s.calls.iter().position(|c| c.id == id) else {
                 return;
             };
-            let call = s.calls.swap_remove(pos);
-            (s.exchanges.handle_response(id, outcome, now_ms), call.uri)
+            s.calls.swap_remove(pos);
+            s.exchanges
+                .handle_response(id, outcome, now_ms)
+                .map(|r| described(&s.exchanges, &r))
         };
         if let Some(r) = report {
-            self.report_exchange(envoy, &r, &uri);
+            self.report_exchange(envoy, r);
         }
     }
 
     /// Counts and logs how an exchange ended (the core words it: no token, no AS text).
-    fn report_exchange(&self, envoy: ConfigRef, report: &ExchangeReport, uri: &str) {
-        self.metrics.exchange(envoy, report.ok());
-        let (level, line) = report.log_line(uri);
-        let level = match level {
-            LogLevel::Debug => Level::Debug,
-            LogLevel::Info => Level::Info,
-            LogLevel::Warn => Level::Warn,
-        };
-        abi::log(level, || format!("mcp-edge-auth: {line}"));
+    fn report_exchange(&self, envoy: ConfigRef, (ok, level, line): (bool, LogLevel, String)) {
+        self.metrics.exchange(envoy, ok);
+        abi::log(abi::level_of(level), || format!("mcp-edge-auth: {line}"));
     }
 
     /// Wakes every request whose exchange ended and forgets those whose stream is gone.

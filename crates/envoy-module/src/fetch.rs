@@ -415,12 +415,7 @@ impl FilterConfig {
         self.metrics.fetch(envoy, report.ok());
         let name = self.issuer_name(&call.fetch);
         let (level, line) = report.log_line(&name);
-        let level = match level {
-            schedule::LogLevel::Debug => Level::Debug,
-            schedule::LogLevel::Info => Level::Info,
-            schedule::LogLevel::Warn => Level::Warn,
-        };
-        abi::log(level, || format!("mcp-edge-auth: {line}"));
+        abi::log(abi::level_of(level), || format!("mcp-edge-auth: {line}"));
         for skipped in report.skipped_lines(&name) {
             abi::log(Level::Warn, || format!("mcp-edge-auth: {skipped}"));
         }

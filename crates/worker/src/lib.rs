@@ -478,27 +478,20 @@ impl Host {
             _ => ExchangeOutcome::Failed(Failure::Connection),
         };
         let report = self.exchanges.handle_response(call.id, outcome, now_ms)?;
-        Some(exchange_report_json(&report, &call.uri))
+        Some(exchange_report_json(
+            &report,
+            self.exchanges.endpoint(&report),
+        ))
     }
 
     /// The next exchange that got no answer in time, as a log event (JSON).
     pub fn poll_exchange_overdue(&mut self, now_ms: u64) -> Option<String> {
         let report = self.exchanges.poll_overdue(now_ms)?;
-        let uri = self.exchange_uri(&report);
         // Its call, if JavaScript still has it, will be answered as stale.
-        Some(exchange_report_json(&report, &uri))
-    }
-
-    fn exchange_uri(&self, report: &ExchangeReport) -> String {
-        let (ExchangeReport::Issued { resource, .. }
-        | ExchangeReport::Refused { resource, .. }
-        | ExchangeReport::Failed { resource, .. }) = report;
-        self.gateway
-            .config()
-            .resources()
-            .get(*resource)
-            .and_then(|r| r.upstream_token())
-            .map_or_else(String::new, |u| u.uri.clone())
+        Some(exchange_report_json(
+            &report,
+            self.exchanges.endpoint(&report),
+        ))
     }
 
     /// The form body of an introspection job (it holds the token: never log it).

@@ -837,7 +837,7 @@ fn issuer(r: raw::RawIssuer, p: &str, resource: usize) -> Result<Issuer, ConfigE
     })
 }
 
-pub(crate) fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), ConfigError> {
+fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), ConfigError> {
     check_web_uri(uri, p)?;
     let parts = uri::parse(uri).ok_or_else(|| ConfigError::new(p, "must be an absolute URI"))?;
     let authority = match parts.port {
@@ -853,19 +853,37 @@ pub(crate) fn split_http_uri(uri: &str, p: &str) -> Result<(String, String), Con
     Ok((authority, path))
 }
 
-fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, ConfigError> {
-    let (authority, path) = split_http_uri(&r.http_uri.uri, &format!("{p}.http_uri.uri"))?;
-    if r.client_id.is_empty() || r.client_id.contains(':') {
+/// An `http_uri` {uri, cluster, timeout_ms} at `p` (`p.http_uri`): its `:authority` and
+/// `:path`, and the timeout (`default_timeout_ms` when absent). One check for every endpoint
+/// (JWKS, introspection, token exchange).
+pub(crate) fn endpoint(
+    h: &raw::RawHttpUri,
+    p: &str,
+    default_timeout_ms: u32,
+) -> Result<(String, String, u32), ConfigError> {
+    let (authority, path) = split_http_uri(&h.uri, &format!("{p}.http_uri.uri"))?;
+    if h.cluster.as_deref() == Some("") {
         return Err(ConfigError::new(
-            format!("{p}.client_id"),
-            "must be non-empty and contain no ':'",
+            format!("{p}.http_uri.cluster"),
+            "must not be empty",
         ));
     }
-    let timeout_ms = r.http_uri.timeout_ms.unwrap_or(3000);
+    let timeout_ms = h.timeout_ms.unwrap_or(default_timeout_ms);
     if !(100..=60_000).contains(&timeout_ms) {
         return Err(ConfigError::new(
             format!("{p}.http_uri.timeout_ms"),
             "must be between 100 and 60000",
+        ));
+    }
+    Ok((authority, path, timeout_ms))
+}
+
+fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, ConfigError> {
+    let (authority, path, timeout_ms) = endpoint(&r.http_uri, p, 3000)?;
+    if r.client_id.is_empty() || r.client_id.contains(':') {
+        return Err(ConfigError::new(
+            format!("{p}.client_id"),
+            "must be non-empty and contain no ':'",
         ));
     }
     use base64::Engine as _;
@@ -887,22 +905,7 @@ fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, Con
 }
 
 fn remote_jwks(r: raw::RawRemoteJwks, p: &str) -> Result<RemoteJwks, ConfigError> {
-    let (authority, path) = split_http_uri(&r.http_uri.uri, &format!("{p}.http_uri.uri"))?;
-    if let Some(c) = &r.http_uri.cluster {
-        if c.is_empty() {
-            return Err(ConfigError::new(
-                format!("{p}.http_uri.cluster"),
-                "must not be empty",
-            ));
-        }
-    }
-    let timeout_ms = r.http_uri.timeout_ms.unwrap_or(5000);
-    if !(100..=60_000).contains(&timeout_ms) {
-        return Err(ConfigError::new(
-            format!("{p}.http_uri.timeout_ms"),
-            "must be between 100 and 60000",
-        ));
-    }
+    let (authority, path, timeout_ms) = endpoint(&r.http_uri, p, 5000)?;
     let min_cache_duration = r.min_cache_duration_seconds.unwrap_or(60);
     let max_cache_duration = r.max_cache_duration_seconds.unwrap_or(86_400);
     let cache_duration = r.cache_duration_seconds.unwrap_or(600);

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::raw::RawUpstreamToken;
-use super::{check_scopes, check_web_uri, is_header_name, split_http_uri, ConfigError};
+use super::{check_scopes, check_web_uri, endpoint, is_header_name, ConfigError};
 use crate::form;
 use crate::uri;
 
@@ -114,22 +114,7 @@ pub(crate) fn parse(
              upstream; the exchanged token replaces it)",
         ));
     }
-    let (authority, path) = split_http_uri(&r.http_uri.uri, &format!("{p}.http_uri.uri"))?;
-    if let Some(c) = &r.http_uri.cluster {
-        if c.is_empty() {
-            return Err(ConfigError::new(
-                format!("{p}.http_uri.cluster"),
-                "must not be empty",
-            ));
-        }
-    }
-    let timeout_ms = r.http_uri.timeout_ms.unwrap_or(3000);
-    if !(100..=60_000).contains(&timeout_ms) {
-        return Err(ConfigError::new(
-            format!("{p}.http_uri.timeout_ms"),
-            "must be between 100 and 60000",
-        ));
-    }
+    let (authority, path, timeout_ms) = endpoint(&r.http_uri, p, 3000)?;
     if r.client_id.is_empty() || r.client_id.chars().any(char::is_control) {
         return Err(ConfigError::new(
             format!("{p}.client_id"),
