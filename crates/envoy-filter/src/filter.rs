@@ -139,20 +139,12 @@ pub(crate) enum Step {
     Exchange(ExchangeWait),
 }
 
-/// A request paused for a token exchange.
+/// A paused request: for keys (`W` = [`WaitId`]) or a token exchange ([`ExchangeWait`]).
 #[derive(Debug)]
-pub(crate) struct ExchangeWaiter {
+pub(crate) struct Waiter<W = WaitId> {
     pub context_id: u32,
     pub stream: Weak<RefCell<StreamState>>,
-    pub wait: ExchangeWait,
-}
-
-/// A request paused for keys.
-#[derive(Debug)]
-pub(crate) struct Waiter {
-    pub context_id: u32,
-    pub stream: Weak<RefCell<StreamState>>,
-    pub wait: WaitId,
+    pub wait: W,
 }
 
 /// A request waiting for its first body callback (see [`BODY_WAIT_MS`]).
@@ -197,7 +189,7 @@ pub(crate) struct Filter {
     exchanges: Exchanges,
     /// Exchange calls in flight: the dispatch token and the exchange.
     exchange_calls: Vec<(u32, ExchangeId)>,
-    exchange_waiters: Vec<ExchangeWaiter>,
+    exchange_waiters: Vec<Waiter<ExchangeWait>>,
     metrics: Metrics,
     remotes: Vec<Remote>,
     waiters: Vec<Waiter>,
@@ -614,7 +606,7 @@ impl Filter {
         stream: Weak<RefCell<StreamState>>,
         wait: ExchangeWait,
     ) {
-        self.exchange_waiters.push(ExchangeWaiter {
+        self.exchange_waiters.push(Waiter {
             context_id,
             stream,
             wait,

@@ -1013,7 +1013,9 @@ pub(crate) fn is_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-const RESERVED_HEADERS: &[&str] = &[
+/// Headers the gateway never sets from claims or an exchange: routing, framing, credentials
+/// and the MCP transport's own.
+pub(crate) const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "host",
     "content-length",
@@ -1026,4 +1028,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "origin",
     "mcp-session-id",
     "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
 ];

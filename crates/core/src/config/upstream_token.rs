@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use super::raw::RawUpstreamToken;
-use super::{check_scopes, check_web_uri, endpoint, is_header_name, ConfigError};
+use super::{check_scopes, check_web_uri, endpoint, is_header_name, ConfigError, RESERVED_HEADERS};
 use crate::form;
 use crate::uri;
 
@@ -20,24 +20,6 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 
 /// RFC 8693 §2.1: the `grant_type` of a token exchange.
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
-
-/// Headers the exchanged token may not be carried in (other than `authorization`, the
-/// default): routing, framing and the MCP transport's own.
-const FORBIDDEN_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "cookie",
-    "origin",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "mcp-method",
-    "mcp-name",
-];
 
 /// How the gateway authenticates at the token endpoint (RFC 6749 §2.3.1).
 #[derive(Clone, PartialEq, Eq)]
@@ -207,7 +189,10 @@ pub(crate) fn parse(
         .as_deref()
         .unwrap_or("authorization")
         .to_ascii_lowercase();
-    if !is_header_name(&header) || FORBIDDEN_HEADERS.contains(&header.as_str()) {
+    // The reserved headers (routing, framing, MCP transport) except `authorization`, the default.
+    if !is_header_name(&header)
+        || (header != "authorization" && RESERVED_HEADERS.contains(&header.as_str()))
+    {
         return Err(ConfigError::new(
             format!("{p}.header"),
             "must be an HTTP header name other than routing, framing and MCP transport headers",
