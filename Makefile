@@ -90,7 +90,7 @@ test: fmt-check clippy test-rust nostd fuzz-check test-js
 # make fuzz                 each target for FUZZ_SECONDS (default 20); runs them all, fails if any crashed
 # make fuzz FUZZ_SECONDS=600
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := bearer jws jwks config decide mcp_body introspection p256 rsa exchange
+FUZZ_TARGETS := bearer jws jwks config decide mcp_body introspection p256 rsa exchange lists
 CARGO_FUZZ_VERSION := 0.13.1
 
 .PHONY: fuzz fuzz-tools fuzz-check

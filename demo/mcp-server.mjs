@@ -15,15 +15,35 @@
 // JWT the AS minted for the upstream audience (what the gateway gets by exchanging the
 // client's token), or it is answered 401 before MCP sees it.
 //
+// For the per-caller discovery tests (tests/e2e/lists.test.mjs) a few more options, all off by
+// default (then nothing changes); see `startMcpServer`:
+//   sse          stateless POSTs are answered with an SSE stream instead of one JSON body
+//   gzipAlways   every stateless POST answer is gzip-compressed, whatever accept-encoding says
+//   extraTools   N more tools, tool_0 … tool_{N-1} (big lists)
+//   pageSize     tools/list answers N tools a page, with `nextCursor`, and honours `params.cursor`
+//   listDelayMs  tools/list answers after this many ms
+//   tickerTool   the tool `ticker`: `notifications/message` events on the POST's SSE stream
+//                (arguments count, interval_ms), then its result
+//   prompts      prompts/list and prompts/get: prompts `greeting` and `admin_notes`
+//   paths        more paths served like /mcp (a gateway resource each)
+// The first five can also be set per request by a header (which wins over the option):
+// `x-demo-sse: 1|0`, `x-demo-gzip: 1|0`, `x-demo-extra-tools: N`, `x-demo-page-size: N`,
+// `x-demo-list-delay-ms: N` (the gateway forwards them like any other header).
+//
 // Use it as a module (`startMcpServer`) or run it:
 //   node demo/mcp-server.mjs --port 9401 [--log] [--stateful [--tick-ms 2000]] [--privileged-path /admin/mcp ...]
 //     [--upstream-jwks URL --upstream-issuer ISS --upstream-audience AUD]
+//     [--sse] [--gzip-always] [--extra-tools N] [--page-size N] [--list-delay-ms N] [--ticker-tool] [--prompts] [--path /other/mcp ...]
 import { createServer } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import { createGzip, constants as zlibConstants } from 'node:zlib';
 import { createRemoteJWKSet, jwtVerify, decodeJwt } from 'jose';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ListToolsRequestSchema, McpError, ErrorCode } from '@modelcontextprotocol/sdk/types.js';
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js';
+import {
+  CallToolRequestSchema, ListToolsRequestSchema, ListPromptsRequestSchema, GetPromptRequestSchema, McpError, ErrorCode,
+} from '@modelcontextprotocol/sdk/types.js';
 
 import { PRIVILEGED_TOOL, PRIVILEGED_SCOPE } from './config.mjs';
 
@@ -52,7 +72,43 @@ const PRIVILEGED = {
   inputSchema: { type: 'object', properties: {} },
 };
 
+const TICKER = {
+  name: 'ticker',
+  description: 'Sends `count` notifications/message events (every `interval_ms`) on the request\'s SSE stream, then returns.',
+  inputSchema: { type: 'object', properties: { count: { type: 'number' }, interval_ms: { type: 'number' } } },
+};
+/** The i-th extra tool (`extraTools`). */
+const extraTool = (i) => ({
+  name: `tool_${i}`,
+  description: `Extra tool number ${i}: returns its own name.`,
+  inputSchema: { type: 'object', properties: {} },
+});
+const PROMPTS = [
+  { name: 'greeting', description: 'A friendly greeting.' },
+  { name: 'admin_notes', description: 'Privileged notes (a gateway rule may reserve prompts/get of it for mcp:admin).' },
+];
+
 const one = (v) => (Array.isArray(v) ? v.join(', ') : v);
+const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The demo options of one request: the server's, overridden by `x-demo-*` request headers. */
+function requestOptions(headers, base) {
+  const flag = (name, dflt) => {
+    const v = one(headers[name]);
+    return v === undefined ? dflt : v === '1' || v === 'true';
+  };
+  const num = (name, dflt) => {
+    const v = Number(one(headers[name]));
+    return one(headers[name]) === undefined || !Number.isFinite(v) || v < 0 ? dflt : Math.floor(v);
+  };
+  return {
+    sse: flag('x-demo-sse', base.sse),
+    gzipAlways: flag('x-demo-gzip', base.gzipAlways),
+    extraTools: num('x-demo-extra-tools', base.extraTools),
+    pageSize: num('x-demo-page-size', base.pageSize),
+    listDelayMs: num('x-demo-list-delay-ms', base.listDelayMs),
+  };
+}
 
 /**
  * What the server tells a caller about the request that carried the tool call. `upstream`:
@@ -77,15 +133,57 @@ function textResult(obj) {
   return { content: [{ type: 'text', text: typeof obj === 'string' ? obj : JSON.stringify(obj) }], structuredContent: typeof obj === 'string' ? undefined : obj };
 }
 
-function buildServer(privileged, calls, path, { logging = false, upstream = false } = {}) {
-  const server = new Server({ name: 'mcp-edge-auth-demo', version: '1.0.0' }, { capabilities: { tools: {}, ...(logging ? { logging: {} } : {}) } });
+function buildServer(privileged, calls, path, { logging = false, upstream = false, demo = DEMO_DEFAULTS } = {}) {
+  const server = new Server({ name: 'mcp-edge-auth-demo', version: '1.0.0' }, {
+    capabilities: { tools: {}, ...(logging || demo.tickerTool ? { logging: {} } : {}), ...(demo.prompts ? { prompts: {} } : {}) },
+  });
   const tools = privileged ? [...TOOLS, PRIVILEGED] : TOOLS;
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools }));
+  const toolsOf = (o) => [
+    ...(demo.tickerTool ? [...tools, TICKER] : tools),
+    ...Array.from({ length: o.extraTools }, (_, i) => extraTool(i)),
+  ];
+  server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
+    const o = requestOptions(extra.requestInfo?.headers ?? {}, demo);
+    if (o.listDelayMs > 0) await sleepMs(o.listDelayMs);
+    const all = toolsOf(o);
+    if (!o.pageSize) return { tools: all };
+    // Pages: the cursor is the index of the page's first tool.
+    const cursor = req.params?.cursor;
+    const start = cursor === undefined ? 0 : Number(cursor);
+    if (!Number.isInteger(start) || start < 0 || start > all.length || (cursor !== undefined && String(start) !== cursor)) {
+      throw new McpError(ErrorCode.InvalidParams, `invalid cursor ${JSON.stringify(cursor)}`);
+    }
+    const end = start + o.pageSize;
+    return { tools: all.slice(start, end), ...(end < all.length ? { nextCursor: String(end) } : {}) };
+  });
+  if (demo.prompts) {
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: PROMPTS }));
+    server.setRequestHandler(GetPromptRequestSchema, async (req) => {
+      const p = PROMPTS.find((x) => x.name === req.params.name);
+      if (!p) throw new McpError(ErrorCode.InvalidParams, `unknown prompt ${req.params.name}`);
+      return { description: p.description, messages: [{ role: 'user', content: { type: 'text', text: `prompt ${p.name}` } }] };
+    });
+  }
   server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
     const headers = extra.requestInfo?.headers ?? {};
     const args = req.params.arguments ?? {};
     calls.push({ path, name: req.params.name, subject: one(headers['x-mcp-subject']) ?? null });
+    const extraMatch = /^tool_(\d+)$/.exec(req.params.name);
+    if (extraMatch && Number(extraMatch[1]) < requestOptions(headers, demo).extraTools) return textResult(req.params.name);
     switch (req.params.name) {
+      case 'ticker':
+        if (!demo.tickerTool) break;
+        {
+          // The notifications go on this request's own stream (relatedRequestId): with an SSE
+          // answer they are events before the result; a JSON answer drops them.
+          const count = Math.min(Math.max(Number(args.count ?? 3), 0), 100);
+          const interval = Math.min(Math.max(Number(args.interval_ms ?? 20), 0), 10_000);
+          for (let i = 1; i <= count; i += 1) {
+            if (i > 1 && interval > 0) await sleepMs(interval);
+            await extra.sendNotification({ method: 'notifications/message', params: { level: 'info', logger: 'ticker', data: `tick ${i} of ${count}` } });
+          }
+          return textResult({ ticks: count });
+        }
       case 'whoami':
         // authInfo is what the HTTP layer verified for this very request (set as `req.auth`).
         return textResult(whoami(headers, upstream ? (extra.authInfo?.extra?.upstreamToken ?? null) : undefined));
@@ -95,12 +193,50 @@ function buildServer(privileged, calls, path, { logging = false, upstream = fals
         return textResult({ sum: Number(args.a) + Number(args.b) });
       case PRIVILEGED_TOOL:
         if (privileged) return textResult({ reset: true, by: one(headers['x-mcp-subject']) ?? null });
-      // falls through
+        break;
       default:
-        throw new McpError(ErrorCode.InvalidParams, `unknown tool ${req.params.name}`);
+        break;
     }
+    throw new McpError(ErrorCode.InvalidParams, `unknown tool ${req.params.name}`);
   });
   return server;
+}
+
+const DEMO_DEFAULTS = { sse: false, gzipAlways: false, extraTools: 0, pageSize: 0, listDelayMs: 0, tickerTool: false, prompts: false };
+
+/**
+ * Stateless `gzipAlways`: the SDK's web-standard transport answers, and the answer goes out
+ * gzip-compressed (content-encoding: gzip, no content-length), each chunk flushed at once so
+ * SSE events still arrive as they are sent.
+ */
+async function gzipRequest(req, res, server, sse) {
+  const chunks = [];
+  for await (const c of req) chunks.push(c);
+  const headers = new Headers();
+  for (const [k, v] of Object.entries(req.headers)) headers.set(k, one(v));
+  const body = Buffer.concat(chunks);
+  const webReq = new Request(`http://${req.headers.host ?? 'localhost'}${req.url}`, { method: req.method, headers, ...(body.length ? { body } : {}) });
+  const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: !sse });
+  await server.connect(transport);
+  const answer = await transport.handleRequest(webReq, { authInfo: req.auth });
+  const out = {};
+  answer.headers.forEach((v, k) => { if (k !== 'content-length') out[k] = v; });
+  if (!answer.body) {
+    res.writeHead(answer.status, out).end();
+    await transport.close();
+    return;
+  }
+  res.writeHead(answer.status, { ...out, 'content-encoding': 'gzip' });
+  const gz = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
+  gz.pipe(res);
+  const reader = answer.body.getReader();
+  res.on('close', () => { reader.cancel().catch(() => {}); transport.close(); server.close(); });
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    gz.write(value);
+  }
+  gz.end();
 }
 
 /**
@@ -108,6 +244,10 @@ function buildServer(privileged, calls, path, { logging = false, upstream = fals
  * (['/admin/mcp'] while the gateway protects it with a route-level rule; ['/mcp'] once per-tool
  * rules protect it on the main resource). `upstreamToken`: `{ jwksUrl, issuer, audience }`
  * to require a Bearer JWT from that issuer for that audience (RS256) on /mcp and /admin/mcp.
+ * The demo options (all off by default; see the head of this file): `sse`, `gzipAlways`
+ * (stateless mode only; `x-demo-sse` / `x-demo-gzip` per request), `extraTools`, `pageSize`,
+ * `listDelayMs` (`x-demo-extra-tools`, `x-demo-page-size`, `x-demo-list-delay-ms`),
+ * `tickerTool`, `prompts`, and `paths` (more paths served like /mcp).
  * @returns {Promise<{port:number, url:string, seen: Array<{method:string, path:string, headers:object}>,
  *   calls: Array<{path:string, name:string, subject:string|null}>, clear():void, stop():Promise<void>,
  *   upstreamTokens: Array<{ok:boolean, reason?:string, sub, aud, act, client_id, scope, token:string|null}>}>}
@@ -115,7 +255,12 @@ function buildServer(privileged, calls, path, { logging = false, upstream = fals
  *   upstreamTokens (only with upstreamToken): one entry per /mcp or /admin/mcp request, with
  *   the raw token (test-only) and its claims (NOT verified when ok is false: diagnostics only).
  */
-export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false, privilegedPaths = ['/admin/mcp'], stateful = false, tickMs = 2000, upstreamToken } = {}) {
+export async function startMcpServer({
+  port = 0, host = '127.0.0.1', log = false, privilegedPaths = ['/admin/mcp'], stateful = false, tickMs = 2000, upstreamToken,
+  sse = false, gzipAlways = false, extraTools = 0, pageSize = 0, listDelayMs = 0, tickerTool = false, prompts = false, paths = [],
+} = {}) {
+  const demo = { sse, gzipAlways, extraTools, pageSize, listDelayMs, tickerTool, prompts };
+  const served = new Set(['/mcp', '/admin/mcp', ...paths]);
   const seen = [];
   const calls = [];
   const upstreamTokens = [];
@@ -169,7 +314,7 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
     const path = (req.url ?? '/').split('?')[0];
     seen.push({ method: req.method, path: req.url, headers: { ...req.headers } });
     if (log) console.log(`[mcp] ${req.method} ${req.url} subject=${req.headers['x-mcp-subject'] ?? '-'} authorization=${req.headers.authorization ? 'PRESENT' : 'absent'}`);
-    if (path !== '/mcp' && path !== '/admin/mcp') {
+    if (!served.has(path)) {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not_found"}');
       return;
     }
@@ -184,8 +329,17 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
         .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed.' }, id: null }));
       return;
     }
-    const server = buildServer(privilegedPaths.includes(path), calls, path, { upstream: !!upstream });
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    const server = buildServer(privilegedPaths.includes(path), calls, path, { upstream: !!upstream, demo });
+    const o = requestOptions(req.headers, demo);
+    if (o.gzipAlways) {
+      try {
+        await gzipRequest(req, res, server, o.sse);
+      } catch (e) {
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' }).end(JSON.stringify({ error: String(e) }));
+      }
+      return;
+    }
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: !o.sse });
     res.on('close', () => { transport.close(); server.close(); });
     try {
       await server.connect(transport);
@@ -204,7 +358,7 @@ export async function startMcpServer({ port = 0, host = '127.0.0.1', log = false
           .end(JSON.stringify({ jsonrpc: '2.0', error: { code: -32000, message: id === undefined ? 'Bad Request: no session; POST initialize first' : 'Session not found' }, id: null }));
         return;
       }
-      const server = buildServer(privilegedPaths.includes(path), calls, path, { logging: true, upstream: !!upstream });
+      const server = buildServer(privilegedPaths.includes(path), calls, path, { logging: true, upstream: !!upstream, demo });
       const transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
         onsessioninitialized: (sid) => { sessions.set(sid, { server, transport }); },
@@ -262,6 +416,14 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     ...(t >= 0 ? { tickMs: Number(args[t + 1]) } : {}),
     ...(privilegedPaths.length ? { privilegedPaths } : {}),
     ...(up.jwksUrl ? { upstreamToken: up } : {}),
+    sse: args.includes('--sse'),
+    gzipAlways: args.includes('--gzip-always'),
+    extraTools: Number(opt('--extra-tools') ?? 0),
+    pageSize: Number(opt('--page-size') ?? 0),
+    listDelayMs: Number(opt('--list-delay-ms') ?? 0),
+    tickerTool: args.includes('--ticker-tool'),
+    prompts: args.includes('--prompts'),
+    paths: args.flatMap((a, j) => (args[j - 1] === '--path' ? [a] : [])),
   });
   console.log(JSON.stringify({ url: srv.url }));
   const stop = async () => { await srv.stop(); process.exit(0); };

@@ -26,6 +26,11 @@ put('decide', 'wellknown.txt', 'GET/.well-known/oauth-protected-resource/mcp');
 // p256: a private scalar (32 bytes), a message, and the optional tamper / raw signature bytes
 // the target's Arbitrary input reads after it.
 put('p256', 'scalar.bin', Buffer.concat([Buffer.alloc(31, 0x11), Buffer.from([0x2a]), Buffer.from('{"alg":"ES256"}.payload')]));
+// lists: sse flag, batch flag, chunk size, then the upstream's answer.
+const toolsAnswer = JSON.stringify({ jsonrpc: '2.0', id: 7, result: { tools: [{ name: 'echo' }, { name: 'admin_reset' }], nextCursor: 'c' } });
+put('lists', 'json.bin', Buffer.concat([Buffer.from([0, 0, 16]), Buffer.from(toolsAnswer)]));
+put('lists', 'sse.bin', Buffer.concat([Buffer.from([1, 0, 7]), Buffer.from(`event: message\ndata: {"jsonrpc":"2.0","method":"notifications/message"}\n\nevent: message\r\ndata: ${toolsAnswer}\r\n\r\n`)]));
+put('lists', 'batch.bin', Buffer.concat([Buffer.from([0, 1, 64]), Buffer.from(JSON.stringify([{ jsonrpc: '2.0', id: 'p', result: { prompts: [{ name: 'secret' }, { name: 'hello' }] } }, { jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'admin_x' }] } }]))]));
 // rsa: key 0, scheme 0 (RS256), a message; the Arbitrary enum's first variant.
 put('rsa', 'genuine.bin', Buffer.concat([Buffer.from([0, 0, 0]), Buffer.from('{"alg":"RS256"}.payload')]));
 // Every target in the Makefile gets a corpus directory, seeded or empty.

@@ -113,7 +113,10 @@ function stepUpScenarios(title, mode, get, { headersReachUpstream = false } = {}
       it(`the other tools need only ${BASE_SCOPE}; the rule is per tool`, async () => {
         const c = await connect(u.resource, creds(CLIENTS.demo));
         const names = (await c.client.listTools()).tools.map((t) => t.name);
-        assert.ok(names.includes(PRIVILEGED_TOOL), 'the privileged tool is listed on the same endpoint');
+        // Per-caller discovery (mcp.filter_lists, on by default): the list shows only what
+        // this token may call; calling the hidden tool anyway is still refused.
+        assert.ok(!names.includes(PRIVILEGED_TOOL), `the privileged tool is hidden from a ${BASE_SCOPE} token: ${names}`);
+        assert.ok(names.includes('whoami') && names.includes('echo'), `tools: ${names}`);
         assert.equal((await c.client.callTool({ name: 'whoami', arguments: {} })).structuredContent.subject, CLIENTS.demo.client_id);
         await rejectsWithStatus(c.client.callTool({ name: PRIVILEGED_TOOL, arguments: {} }), 403);
         await c.close();

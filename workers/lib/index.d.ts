@@ -64,7 +64,12 @@ export interface Allowed {
    * parameters stripped. The body is the original stream (not read).
    */
   request: Request;
-  /** Adds `responseHeaders` to your response (returns it unchanged when there are none). */
+  /**
+   * Adds `responseHeaders` to your response and, when the request had list requests
+   * (`tools/list`, …) on a resource with MCP rules, filters their answer to what the token may
+   * use (a new Response whose body streams through the core). Returns it unchanged when
+   * there is nothing to do.
+   */
   respond(response: Response): Response;
 }
 

@@ -59,6 +59,45 @@ export class McpEdgeAuthConfigError extends Error {
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
+/**
+ * The body of an answer to list requests, filtered by the core (per-caller discovery): null
+ * when the core lets it pass as it is, else `{ body, remove, cacheControl }`. Each chunk goes
+ * through the core, which hands back what may go on now (a JSON answer at its end, an SSE
+ * event as soon as it is complete); once every list request is answered the rest passes
+ * without crossing into Wasm. A filter the core no longer has fails the stream (never an
+ * unfiltered list).
+ */
+function filterLists(engine, id, response) {
+  let block = '';
+  for (const [name, value] of response.headers) block += `${name}:${value}\n`;
+  const plan = JSON.parse(engine.list_open(id, response.status, block));
+  if (plan.mode === 'pass') return null;
+  if (plan.mode === 'lost' || !response.body) {
+    engine.list_drop(id);
+    if (plan.mode === 'lost') throw new Error('the list filter of this answer was evicted');
+    return null;
+  }
+  let passing = false;
+  const ts = new TransformStream({
+    transform(chunk, controller) {
+      if (passing) {
+        controller.enqueue(chunk);
+        return;
+      }
+      const out = engine.list_push(id, chunk);
+      if (out === undefined) throw new Error('the list filter of this answer was evicted');
+      if (out.length > 0) controller.enqueue(out);
+      passing = engine.list_passing(id);
+    },
+    flush(controller) {
+      const out = engine.list_finish(id);
+      if (out === undefined) throw new Error('the list filter of this answer was evicted');
+      if (out.length > 0) controller.enqueue(out);
+    },
+  });
+  return { body: response.body.pipeThrough(ts), remove: plan.remove, cacheControl: plan.cache_control };
+}
+
 function jsonResponse(status, error, description, extra = {}) {
   return new Response(JSON.stringify({ error, error_description: description }), {
     status,
@@ -244,6 +283,8 @@ export class McpEdgeAuth {
     this.#logRequest(request, url, 0, v.reason, v.cache_hit, started);
     const responseHeaders = v.response_headers;
     const id = v.identity;
+    const lists = v.lists;
+    const engine = this.#engine;
     return {
       ok: true,
       reason: v.reason,
@@ -255,10 +296,17 @@ export class McpEdgeAuth {
       responseHeaders,
       request: upstream,
       respond(response) {
-        if (responseHeaders.length === 0) return response;
+        // A request with list requests (tools/list, …): the core says whether the answer is
+        // filtered; its body then streams through the core (SSE events go on one by one).
+        const listed = lists ? filterLists(engine, lists, response) : null;
+        if (responseHeaders.length === 0 && listed === null) return response;
         const init = { status: response.status, statusText: response.statusText, headers: response.headers };
         if (response.webSocket) init.webSocket = response.webSocket;
-        const out = new Response(response.body, init);
+        const out = new Response(listed ? listed.body : response.body, init);
+        if (listed) {
+          for (const name of listed.remove) out.headers.delete(name);
+          out.headers.set('cache-control', listed.cacheControl);
+        }
         for (const [name, value] of responseHeaders) {
           if (name === 'vary') out.headers.append(name, value);
           else out.headers.set(name, value);

@@ -19,6 +19,7 @@
 //! | `decide-uncached/PROVIDER-ALG` | [`Gateway::decide`] with the token cache off: the whole request path with a signature check |
 //! | `cache-hit/ALG` | [`Gateway::decide`] answered from the verified-token cache |
 //! | `exchange-cache-hit/ALG` | the same on a resource with `upstream_token`: [`Gateway::decide`], then [`Exchanges::begin`] answered from the exchange cache (RFC 8693) |
+//! | `list-filter/100-tools-json`, `…-sse` | filtering the answer to `tools/list` (100 tools, 10 of them hidden from the caller): [`ListFilter::open`], the body through [`ListBody::push`] and [`ListBody::finish`]: what per-caller discovery adds to a list request |
 //!
 //! Keys and tokens come from `fixtures.json` (written by `bench/micro-fixtures.mjs` with
 //! `jose`); every decision runs at the fixture's fixed `now`, so the tokens never expire.
@@ -403,7 +404,97 @@ pub fn cases() -> Result<Vec<Case>, String> {
     for (alg, token) in &f.tokens {
         out.push(exchange_case(&f, *alg, token)?);
     }
+    if let Some((_, token)) = f.tokens.first() {
+        out.push(list_case(&f, token, false)?);
+        out.push(list_case(&f, token, true)?);
+    }
     Ok(out)
+}
+
+/// The answer to `tools/list` of a server with 100 tools (each with a description and an
+/// input schema, ~280 bytes: ~28 KB), 10 of which (`admin_*`) need `mcp:admin`.
+pub fn hundred_tools() -> String {
+    let tools: Vec<Value> = (0..100)
+        .map(|i| {
+            let name = if i % 10 == 0 { format!("admin_{i}") } else { format!("tool_{i}") };
+            json!({
+                "name": name,
+                "description": format!("Tool number {i}: does one thing well and reports what it did."),
+                "inputSchema": {
+                    "type": "object",
+                    "properties": {
+                        "text": { "type": "string", "description": "What to work on" },
+                        "count": { "type": "integer", "minimum": 1, "maximum": 100 }
+                    },
+                    "required": ["text"]
+                }
+            })
+        })
+        .collect();
+    json!({ "jsonrpc": "2.0", "id": 1, "result": { "tools": tools, "nextCursor": "page-2" } })
+        .to_string()
+}
+
+/// Filtering the answer to `tools/list` for a caller without `mcp:admin`.
+fn list_case(f: &Fixtures, token: &str, sse: bool) -> Result<Case, String> {
+    let name = if sse {
+        "100-tools-sse"
+    } else {
+        "100-tools-json"
+    };
+    let err = |e: String| format!("list-filter/{name}: {e}");
+    let extra = json!({ "mcp": { "rules": [
+        { "method": "tools/call", "name": "admin_*", "scopes": ["mcp:admin"] }
+    ]}});
+    let config = f.config_with(4096, extra).map_err(err)?;
+    let keys = KeyStore::new(&config, Provider::Ring.boxed()).map_err(|e| err(e.to_string()))?;
+    let gateway = Gateway::new(config);
+    let mut cache = gateway.new_cache();
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let mut req = Request::new("POST", "http", "mcp.example.com", "/mcp", &headers);
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    req.body = mcp_edge_auth_core::Body::Bytes(body);
+    let Verdict::Forward(forward) = gateway.decide(&req, f.now, &keys, &mut cache) else {
+        return Err(err("expected a forward".into()));
+    };
+    let lists = forward
+        .lists
+        .ok_or_else(|| err("the forward has no list filter".into()))?;
+    let answer = hundred_tools();
+    let (content_type, upstream) = if sse {
+        (
+            "text/event-stream",
+            format!("event: message\ndata: {answer}\n\n"),
+        )
+    } else {
+        ("application/json", answer)
+    };
+    let response_headers = [(":status", "200"), ("content-type", content_type)];
+    let step = move || -> Result<u64, String> {
+        let (mut body, _) = (*lists.clone())
+            .open(200, &response_headers)
+            .ok_or("the answer is not filtered")?;
+        let mut out = Vec::new();
+        // As a host gets it: in 16 KiB chunks.
+        for chunk in upstream.as_bytes().chunks(16 * 1024) {
+            body.push(&gateway, chunk, &mut out);
+        }
+        body.finish(&gateway, &mut out);
+        if body.hidden() != 10 {
+            return Err(format!("{} tools hidden, expected 10", body.hidden()));
+        }
+        Ok(out.len() as u64)
+    };
+    step().map_err(err)?;
+    Ok(Case {
+        group: "list-filter",
+        name: name.to_string(),
+        run: Box::new(move || step().unwrap_or(0)),
+    })
 }
 
 /// One measurement of the timing loop.

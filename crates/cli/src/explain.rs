@@ -240,7 +240,8 @@ pub fn run(argv: &[String]) -> Result<ExitCode, String> {
                     .and_then(|r| r.upstream_token())
                 {
                     println!(
-                        "upstream_token: the gateway exchanges the token at {} for {:?} and                          forwards with that one in {} (explain makes no exchange)",
+                        "upstream_token: the gateway exchanges the token at {} for {:?} and \
+                         forwards with that one in {} (explain makes no exchange)",
                         u.uri, u.target, u.header
                     );
                 }
@@ -327,6 +328,13 @@ fn answer(steps: &[Step], a: Answer<'_>) -> ExitCode {
             }
             for (n, v) in &f.add_headers {
                 println!("  added: {n}: {v}");
+            }
+            if let Some(l) = &f.lists {
+                println!(
+                    "  lists: the answer to its {} list request(s) keeps only the entries this \
+                     token may use (mcp.filter_lists)",
+                    l.len()
+                );
             }
             ExitCode::SUCCESS
         }

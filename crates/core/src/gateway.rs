@@ -164,6 +164,11 @@ struct ForwardBase {
     cors: Vec<(&'static str, String)>,
     /// Scopes the MCP rules add for this request's messages (beyond `required_scopes`).
     rule_scopes: Vec<String>,
+    /// Ask the upstream for an uncompressed answer: it may be a list the gateway filters
+    /// ([`crate::lists`] reads the answer's JSON and does not decompress).
+    identity_encoding: bool,
+    /// The body's list requests, whose answers are filtered for the verified identity.
+    lists: Option<crate::lists::ListRequests>,
 }
 
 /// The gateway: a validated config and the decision logic. Immutable; share it freely.
@@ -400,6 +405,7 @@ impl Gateway {
                     identity: None,
                     reason: Reason::Unprotected,
                     cache_hit: false,
+                    lists: None,
                 }),
                 Unmatched::Deny => Verdict::Respond(challenge::unmatched()),
             };
@@ -496,6 +502,11 @@ impl Gateway {
         } else {
             Vec::new()
         };
+        let lists = if body_rules {
+            crate::lists::ListRequests::of(res, ri, req)
+        } else {
+            None
+        };
         let base = ForwardBase {
             remove_headers: {
                 let mut v: Vec<String> = res
@@ -511,6 +522,14 @@ impl Gateway {
             new_path: bearer::strip_query_token(req.path),
             cors,
             rule_scopes,
+            // With the body known: when it has a list request. Unknown (checked after the
+            // headers went on): for every POST to a resource that filters lists.
+            identity_encoding: if body_rules {
+                lists.is_some()
+            } else {
+                req.method == "POST" && res.mcp.as_ref().is_some_and(|m| m.filter_lists)
+            },
+            lists,
         };
 
         let hash = cache.hash(token);
@@ -1074,14 +1093,23 @@ impl Gateway {
             return Decision::Respond(r);
         }
         let subject_exp = identity.expires_at;
+        let (mut remove_headers, mut add_headers) = (base.remove_headers, claim_headers);
+        if base.identity_encoding {
+            remove_headers.push("accept-encoding".into());
+            add_headers.push(("accept-encoding".into(), "identity".into()));
+        }
+        let lists = base
+            .lists
+            .map(|l| alloc::boxed::Box::new(l.filter_for(&identity)));
         let forward = Forward {
-            remove_headers: base.remove_headers,
-            add_headers: claim_headers,
+            remove_headers,
+            add_headers,
             new_path: base.new_path,
             response_headers: base.cors,
             identity: Some(identity),
             reason: Reason::Allowed,
             cache_hit,
+            lists,
         };
         if res.upstream_token.is_some() {
             return Decision::Exchange(ExchangeNeed {

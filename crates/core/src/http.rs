@@ -343,4 +343,7 @@ pub struct Forward {
     pub reason: Reason,
     /// Whether the decision came from the verified-token cache.
     pub cache_hit: bool,
+    /// The request's list requests, whose answers the host hands to
+    /// [`crate::lists::ListFilter::response`] (`None`: pass the answer unchanged).
+    pub lists: Option<alloc::boxed::Box<crate::lists::ListFilter>>,
 }

@@ -302,10 +302,14 @@ pub fn first_id(messages: &[Message]) -> Option<&Value> {
 
 /// The first rule that matches a message (its method, and its name where the rule has one).
 pub fn matching_rule<'r>(rules: &'r [Rule], m: &Message) -> Option<&'r Rule> {
-    let method = m.method.as_deref()?;
+    rule_for(rules, m.method.as_deref()?, m.name.as_deref())
+}
+
+/// The first rule that matches `method` on `name`.
+pub fn rule_for<'r>(rules: &'r [Rule], method: &str, name: Option<&str>) -> Option<&'r Rule> {
     rules.iter().find(|r| {
         glob(&r.method, method)
-            && match (&r.name, &m.name) {
+            && match (&r.name, name) {
                 (None, _) => true,
                 (Some(p), Some(n)) => glob(p, n),
                 (Some(_), None) => false,

@@ -236,27 +236,25 @@ impl Stream {
         self.with_filter(|filter, state| {
             state.body_size = size;
             let limit = state.hold_body.unwrap_or(0);
-            let refusal = if size > limit {
-                let Some(mut req) = state.request.take() else {
-                    return Action::Pause;
-                };
-                req.body = OwnedBody::TooLarge;
-                filter.check_body(&req, state.identity.as_ref())
-            } else if complete {
-                let Some(mut req) = state.request.take() else {
-                    return Action::Pause;
-                };
-                // A body the host would not hand over is `NotRead`: the core answers 400.
-                req.body = host::request_body(size).map_or(OwnedBody::NotRead, OwnedBody::Bytes);
-                filter.check_body(&req, state.identity.as_ref())
-            } else {
+            if size <= limit && !complete {
+                return Action::Pause;
+            }
+            let Some(mut req) = state.request.take() else {
                 return Action::Pause;
             };
+            req.body = if size > limit {
+                OwnedBody::TooLarge
+            } else {
+                // A body the host would not hand over is `NotRead`: the core answers 400.
+                host::request_body(size).map_or(OwnedBody::NotRead, OwnedBody::Bytes)
+            };
+            let refusal = filter.check_body(&req, state.identity.as_ref());
             match refusal {
                 None => {
                     if let Some((reason, cache_hit)) = state.uncounted.take() {
                         filter.count_forward(reason, cache_hit);
                     }
+                    state.lists = filter.list_filter(&req, state.identity.as_ref());
                     state.phase = Phase::Forwarded;
                     Action::Continue
                 }
@@ -370,10 +368,14 @@ impl HttpContext for Stream {
     }
 
     /// Adds the decision's response headers (CORS) to the upstream's response: replacing
-    /// any the upstream set, except `Vary`, which lists and so is appended to.
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let headers = match self.state.try_borrow_mut() {
-            Ok(mut s) if s.phase == Phase::Forwarded => std::mem::take(&mut s.response_headers),
+    /// any the upstream set, except `Vary`, which lists and so is appended to. When the
+    /// request had list requests, the core says whether their answer is filtered and how the
+    /// headers change; a JSON answer's headers are then held until its body is rewritten.
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let (headers, lists) = match self.state.try_borrow_mut() {
+            Ok(mut s) if s.phase == Phase::Forwarded => {
+                (std::mem::take(&mut s.response_headers), s.lists.take())
+            }
             _ => return Action::Continue,
         };
         for (name, value) in &headers {
@@ -383,6 +385,96 @@ impl HttpContext for Stream {
                 host::set_header(MapType::HttpResponseHeaders, name, value);
             }
         }
-        Action::Continue
+        let Some(lists) = lists else {
+            return Action::Continue;
+        };
+        let all = host::headers(MapType::HttpResponseHeaders);
+        let status = all
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(0);
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let Some((body, edits)) = (*lists).open(status, &pairs) else {
+            return Action::Continue;
+        };
+        for name in edits.remove {
+            host::remove_header(MapType::HttpResponseHeaders, name);
+        }
+        host::set_header(
+            MapType::HttpResponseHeaders,
+            "cache-control",
+            &edits.cache_control,
+        );
+        // A stock WasmPlugin (no `allow_on_headers_stop_iteration`): Envoy would hold the
+        // body too if the headers paused, and never deliver it. The headers then go on at once
+        // (without Content-Length: chunked) and only the body is held.
+        let may_hold = self
+            .filter
+            .try_borrow()
+            .ok()
+            .and_then(|f| f.as_ref().map(Filter::holds_headers))
+            .unwrap_or(false);
+        let hold = body.holds_headers() && !end_of_stream && may_hold;
+        if let Ok(mut s) = self.state.try_borrow_mut() {
+            s.list_body = Some(body);
+            s.list_headers_held = hold;
+        }
+        if hold {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+
+    /// A filtered answer's body: a JSON one is held (`Pause` buffers it) until it is complete
+    /// and then replaced by the core's rewrite; an event stream's chunks go on at once, each
+    /// replaced by what the core lets go of it (complete events; the rest waits for its end).
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let Some(body) = state.list_body.as_mut() else {
+            return Action::Continue;
+        };
+        if body.is_passing() {
+            return Action::Continue;
+        }
+        let json = body.holds_headers();
+        if json && !end_of_stream && body_size <= body.max_bytes() {
+            return Action::Pause;
+        }
+        let filter = self.filter.try_borrow();
+        let Some(filter) = filter.as_ref().ok().and_then(|f| f.as_ref()) else {
+            // Never expected (the VM is single-threaded): never forward a list unfiltered.
+            host::set_response_body(body_size, &[]);
+            return Action::Continue;
+        };
+        let chunk = host::response_body(body_size);
+        let mut out = Vec::new();
+        body.push(filter.gateway(), &chunk, &mut out);
+        if end_of_stream {
+            body.finish(filter.gateway(), &mut out);
+        }
+        if out != chunk {
+            host::set_response_body(body_size, &out);
+        }
+        if !json {
+            Action::Continue
+        } else if end_of_stream {
+            // Only while the headers are held: once they went on, Envoy refuses header
+            // changes, and the SDK panics on the refusal (which would kill the VM).
+            if state.list_headers_held {
+                host::set_header(
+                    MapType::HttpResponseHeaders,
+                    "content-length",
+                    &out.len().to_string(),
+                );
+            }
+            Action::Continue
+        } else {
+            // Over the limit: refused; what came so far is dropped, the rest is too.
+            Action::Pause
+        }
     }
 }

@@ -26,6 +26,7 @@ use mcp_edge_auth_core::keys::schedule::{
     self, Failure, FetchOutcome, FetchReport, JwksFetch, Trigger,
 };
 use mcp_edge_auth_core::keys::InstallReport;
+use mcp_edge_auth_core::lists::{ListBody, ListFilter};
 use mcp_edge_auth_core::{
     Begin, Config, ExchangeWait, Exchanges, Forward, Gateway, HeadersVerdict, IssuerId,
     KeySchedule, KeyStore, OwnedRequest, Reason, Response, TokenCache, Verdict, Wait, WaitId,
@@ -124,6 +125,13 @@ pub(crate) struct StreamState {
     pub uncounted: Option<(Reason, bool)>,
     /// Set while the request is decided again after waiting for a token exchange.
     pub exchange_wait: Option<ExchangeWait>,
+    /// The forward's list requests, until the upstream's response headers say whether their
+    /// answers are filtered ([`mcp_edge_auth_core::lists`]).
+    pub lists: Option<Box<ListFilter>>,
+    /// The response body being filtered, and whether its headers are held until it is
+    /// rewritten (they may change only then).
+    pub list_body: Option<ListBody>,
+    pub list_headers_held: bool,
 }
 
 /// What became of a request.
@@ -378,6 +386,22 @@ impl Filter {
         req.with(|r| self.gateway.check_body(r, identity))
     }
 
+    /// The list filter of a request whose held body was let go ([`Filter::check_body`]).
+    pub fn list_filter(
+        &self,
+        req: &OwnedRequest,
+        identity: Option<&mcp_edge_auth_core::Identity>,
+    ) -> Option<Box<ListFilter>> {
+        let identity = identity?;
+        req.with(|r| self.gateway.list_filter(r, identity))
+            .map(Box::new)
+    }
+
+    /// The gateway (list bodies are filtered by its rules).
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
     /// Answers a request locally (counted and logged like every answer).
     pub fn answer(&self, r: Response) {
         self.respond(r);
@@ -574,6 +598,7 @@ impl Filter {
         }
         state.response_headers = f.response_headers;
         state.identity = f.identity;
+        state.lists = f.lists;
         Step::Forwarded
     }
 

@@ -104,6 +104,24 @@ pub(crate) fn request_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// The response body Envoy holds for this filter: `size` bytes (what the body callback
+/// reported: the current chunk, plus whatever earlier callbacks buffered). Empty if the
+/// host would not hand it over.
+pub(crate) fn response_body(size: usize) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Replaces the `size` bytes of response body [`response_body`] read with `bytes`.
+pub(crate) fn set_response_body(size: usize, bytes: &[u8]) {
+    let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, bytes);
+}
+
 pub(crate) fn remove_header(map: MapType, name: &str) {
     let _ = hostcalls::remove_map_value(map, name);
 }

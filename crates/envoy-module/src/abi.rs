@@ -110,6 +110,8 @@ pub mod status {
 /// body hook, and what earlier `StopIterationAndBuffer` answers buffered.
 const RECEIVED_REQUEST_BODY: u32 = 0;
 const BUFFERED_REQUEST_BODY: u32 = 1;
+const RECEIVED_RESPONSE_BODY: u32 = 2;
+const BUFFERED_RESPONSE_BODY: u32 = 3;
 
 /// `envoy_dynamic_module_type_http_callout_init_result::Success`, and the same value of
 /// `envoy_dynamic_module_type_http_callout_result`.
@@ -164,6 +166,19 @@ extern "C" {
     ) -> bool;
     fn envoy_dynamic_module_callback_http_received_buffered_request_body(
         filter: *mut c_void,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_received_buffered_response_body(
+        filter: *mut c_void,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_drain_body(
+        filter: *mut c_void,
+        body: u32,
+        number_of_bytes: usize,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_append_body(
+        filter: *mut c_void,
+        body: u32,
+        data: Buffer,
     ) -> bool;
     fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: *mut c_void,
@@ -450,19 +465,33 @@ impl Filter<'_> {
     /// The request body so far: what earlier body hooks buffered (`StopIterationAndBuffer`)
     /// plus, inside a body hook, the chunk being delivered. (A chunk that *is* the buffered
     /// body, re-delivered after an earlier filter buffered it, counts once.)
-    fn body_parts(&self) -> [Option<u32>; 2] {
+    fn body_parts(&self, request: bool) -> [Option<u32>; 2] {
         // SAFETY: live filter.
-        let received_is_buffered =
-            unsafe { envoy_dynamic_module_callback_http_received_buffered_request_body(self.ptr) };
-        [
-            Some(BUFFERED_REQUEST_BODY),
-            (!received_is_buffered).then_some(RECEIVED_REQUEST_BODY),
-        ]
+        let (received_is_buffered, buffered, received) = unsafe {
+            if request {
+                (
+                    envoy_dynamic_module_callback_http_received_buffered_request_body(self.ptr),
+                    BUFFERED_REQUEST_BODY,
+                    RECEIVED_REQUEST_BODY,
+                )
+            } else {
+                (
+                    envoy_dynamic_module_callback_http_received_buffered_response_body(self.ptr),
+                    BUFFERED_RESPONSE_BODY,
+                    RECEIVED_RESPONSE_BODY,
+                )
+            }
+        };
+        [Some(buffered), (!received_is_buffered).then_some(received)]
     }
 
     /// The size of the request body so far (see [`Filter::request_body`]).
     pub fn request_body_size(&self) -> usize {
-        self.body_parts()
+        self.body_size(true)
+    }
+
+    fn body_size(&self, request: bool) -> usize {
+        self.body_parts(request)
             .into_iter()
             .flatten()
             // SAFETY: live filter; a body Envoy does not have counts 0.
@@ -473,8 +502,23 @@ impl Filter<'_> {
     /// The request body so far, copied: the buffered part, then the chunk of the running
     /// body hook. `None` when it is over `max` bytes.
     pub fn request_body(&self, max: usize) -> Option<Vec<u8>> {
+        self.body(true, max)
+    }
+
+    /// The response body so far (inside a response body hook), copied like
+    /// [`Filter::request_body`]; `None` when it is over `max` bytes.
+    pub fn response_body(&self, max: usize) -> Option<Vec<u8>> {
+        self.body(false, max)
+    }
+
+    /// The size of the response body so far (see [`Filter::response_body`]).
+    pub fn response_body_size(&self) -> usize {
+        self.body_size(false)
+    }
+
+    fn body(&self, request: bool, max: usize) -> Option<Vec<u8>> {
         let mut body = Vec::new();
-        for t in self.body_parts().into_iter().flatten() {
+        for t in self.body_parts(request).into_iter().flatten() {
             // SAFETY: live filter.
             let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(self.ptr, t) };
             if n == 0 {
@@ -500,6 +544,80 @@ impl Filter<'_> {
             }
         }
         Some(body)
+    }
+
+    /// Replaces the response body so far (buffered part and the chunk being delivered) with
+    /// `bytes`, which go on as the chunk being delivered.
+    pub fn replace_response_body(&self, bytes: &[u8]) {
+        // SAFETY: live filter, inside a response body hook; draining more than a body holds
+        // drains it all; `bytes` is borrowed for the call and copied by Envoy.
+        unsafe {
+            envoy_dynamic_module_callback_http_drain_body(
+                self.ptr,
+                BUFFERED_RESPONSE_BODY,
+                usize::MAX,
+            );
+            envoy_dynamic_module_callback_http_drain_body(
+                self.ptr,
+                RECEIVED_RESPONSE_BODY,
+                usize::MAX,
+            );
+            if !bytes.is_empty() {
+                envoy_dynamic_module_callback_http_append_body(
+                    self.ptr,
+                    RECEIVED_RESPONSE_BODY,
+                    Buffer::of(bytes),
+                );
+            }
+        }
+    }
+
+    /// Every response header (`:status` included), copied: for the few answers whose
+    /// body is filtered.
+    pub fn response_headers(&mut self) -> Vec<(String, String)> {
+        const EMPTY: Header = Header {
+            key_ptr: std::ptr::null(),
+            key_length: 0,
+            value_ptr: std::ptr::null(),
+            value_length: 0,
+        };
+        // SAFETY: live filter.
+        let n = unsafe {
+            envoy_dynamic_module_callback_http_get_headers_size(
+                self.ptr,
+                HeaderMap::Response as u32,
+            )
+        };
+        let mut all = vec![EMPTY; n];
+        // SAFETY: live filter; `all` has room for the `n` headers Envoy reported, and no
+        // header changes between the two calls.
+        let ok = n > 0
+            && unsafe {
+                envoy_dynamic_module_callback_http_get_headers(
+                    self.ptr,
+                    HeaderMap::Response as u32,
+                    all.as_mut_ptr(),
+                )
+            };
+        if !ok {
+            return Vec::new();
+        }
+        all.iter()
+            .map(|h| {
+                let key = Buffer {
+                    ptr: h.key_ptr,
+                    length: h.key_length,
+                };
+                let value = Buffer {
+                    ptr: h.value_ptr,
+                    length: h.value_length,
+                };
+                // SAFETY: Envoy's header buffers stay valid until the hook returns or a
+                // setter runs; they are copied here, under `&mut self`.
+                let (k, v) = unsafe { (key.bytes(), value.bytes()) };
+                (text(Some(k)).into_owned(), text(Some(v)).into_owned())
+            })
+            .collect()
     }
 
     /// Starts an HTTP call to `cluster` from this stream; the answer comes to

@@ -412,7 +412,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     envoy: *mut c_void,
     module: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     guard(
         "on_http_filter_response_headers",
@@ -422,10 +422,42 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
                 return status::CONTINUE;
             };
             // SAFETY: the filter pointer of this hook.
-            let e = unsafe { Filter::new(envoy) };
-            s.response_headers(&e)
+            let mut e = unsafe { Filter::new(envoy) };
+            s.response_headers(&mut e, end_of_stream)
         },
         || status::CONTINUE,
+        status::CONTINUE,
+    )
+}
+
+/// A filtered answer's body (see [`crate::filter::Stream::response_body`]).
+///
+/// # Safety
+/// Envoy passes the running stream's pointers.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    envoy: *mut c_void,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    guard(
+        "on_http_filter_response_body",
+        || {
+            // SAFETY: live stream of this hook.
+            let Some((cfg, s)) = (unsafe { stream(module) }) else {
+                return status::CONTINUE;
+            };
+            // SAFETY: the filter pointer of this hook.
+            let e = unsafe { Filter::new(envoy) };
+            s.response_body(cfg, &e, end_of_stream)
+        },
+        // A panic while filtering: nothing of this body goes on unfiltered.
+        || {
+            // SAFETY: the filter pointer of this hook.
+            let e = unsafe { Filter::new(envoy) };
+            e.replace_response_body(&[]);
+            status::CONTINUE
+        },
         status::CONTINUE,
     )
 }
@@ -471,7 +503,6 @@ macro_rules! unused_hooks {
 }
 
 unused_hooks! {
-    envoy_dynamic_module_on_http_filter_response_body(*mut c_void, *const c_void, bool) -> u32 = status::CONTINUE;
     envoy_dynamic_module_on_http_filter_response_trailers(*mut c_void, *const c_void) -> u32 = status::CONTINUE;
     envoy_dynamic_module_on_http_filter_stream_complete(*mut c_void, *const c_void) -> () = ();
     envoy_dynamic_module_on_http_filter_http_stream_headers(*mut c_void, *const c_void, u64, *const Header, usize, bool) -> () = ();

@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::ring::RingProvider;
+use mcp_edge_auth_core::lists::{ListBody, ListFilter};
 use mcp_edge_auth_core::{
     Decision, ExchangeNeed, ExchangeWait, Forward, Gateway, HeadersVerdict, IntrospectionJob,
     KeySchedule, KeyStore, OwnedBody, OwnedRequest, Reason, Request, Response, TokenCache, Verdict,
@@ -257,6 +258,10 @@ pub struct Stream {
     /// The request being introspected, kept for a token exchange after it (woken requests
     /// are decided again from it).
     introspected_request: RefCell<Option<OwnedRequest>>,
+    /// The forward's list requests, until the response headers say whether their answer
+    /// is filtered ([`mcp_edge_auth_core::lists`]); then the body being filtered.
+    lists: RefCell<Option<Box<ListFilter>>>,
+    list_body: RefCell<Option<ListBody>>,
 }
 
 impl Stream {
@@ -583,8 +588,10 @@ impl Stream {
 
     /// `on_http_filter_response_headers`: adds the decision's response headers (CORS) to
     /// the upstream's response, replacing any the upstream set, except `Vary`, which lists
-    /// and so is appended to.
-    pub fn response_headers(&self, envoy: &Filter<'_>) -> u32 {
+    /// and so is appended to. When the request had list requests, the core says whether
+    /// their answer is filtered and how the headers change; a JSON answer's headers are then
+    /// held until its body is rewritten.
+    pub fn response_headers(&self, envoy: &mut Filter<'_>, end_of_stream: bool) -> u32 {
         if self.phase.get() != Phase::Forwarded {
             return status::CONTINUE;
         }
@@ -596,7 +603,80 @@ impl Stream {
                 envoy.set_header(HeaderMap::Response, name, Some(value));
             }
         }
-        status::CONTINUE
+        let Some(lists) = self.lists.borrow_mut().take() else {
+            return status::CONTINUE;
+        };
+        let all = envoy.response_headers();
+        let status = all
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, v)| v.parse::<u16>().ok())
+            .unwrap_or(0);
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let Some((body, edits)) = (*lists).open(status, &pairs) else {
+            return status::CONTINUE;
+        };
+        for name in edits.remove {
+            envoy.set_header(HeaderMap::Response, name, None);
+        }
+        envoy.set_header(
+            HeaderMap::Response,
+            "cache-control",
+            Some(&edits.cache_control),
+        );
+        let hold = body.holds_headers() && !end_of_stream;
+        *self.list_body.borrow_mut() = Some(body);
+        if hold {
+            status::STOP_ITERATION
+        } else {
+            status::CONTINUE
+        }
+    }
+
+    /// `on_http_filter_response_body` of a filtered answer: a JSON one is buffered until it
+    /// is complete and then replaced by the core's rewrite; an event stream's chunks go on at
+    /// once, each replaced by what the core lets go of it.
+    pub fn response_body(
+        &self,
+        cfg: &FilterConfig,
+        envoy: &Filter<'_>,
+        end_of_stream: bool,
+    ) -> u32 {
+        let mut slot = self.list_body.borrow_mut();
+        let Some(body) = slot.as_mut() else {
+            return status::CONTINUE;
+        };
+        if body.is_passing() {
+            return status::CONTINUE;
+        }
+        let json = body.holds_headers();
+        if json && !end_of_stream && envoy.response_body_size() <= body.max_bytes() {
+            return status::STOP_ITERATION;
+        }
+        // Bounded: a JSON body is buffered only up to the limit, a stream chunk is one chunk.
+        let chunk = envoy.response_body(usize::MAX).unwrap_or_default();
+        let mut out = Vec::new();
+        body.push(&cfg.gateway, &chunk, &mut out);
+        if end_of_stream {
+            body.finish(&cfg.gateway, &mut out);
+        }
+        drop(slot);
+        if out != chunk {
+            envoy.replace_response_body(&out);
+        }
+        if !json {
+            status::CONTINUE
+        } else if end_of_stream {
+            envoy.set_header(
+                HeaderMap::Response,
+                "content-length",
+                Some(&out.len().to_string()),
+            );
+            status::CONTINUE
+        } else {
+            // Over the limit: refused; what came so far is dropped, and so is the rest.
+            status::STOP_ITERATION
+        }
     }
 
     /// The stream is going away: a paused request stops waiting (Envoy cancels an
@@ -664,6 +744,7 @@ impl Stream {
         if !f.response_headers.is_empty() {
             *self.response_headers.borrow_mut() = f.response_headers;
         }
+        *self.lists.borrow_mut() = f.lists;
         Outcome::Continue
     }
 }

@@ -51,6 +51,7 @@ use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
 use mcp_edge_auth_core::keys::schedule::{
     Failure, FetchId, FetchOutcome, FetchReport, JWKS_ACCEPT,
 };
+use mcp_edge_auth_core::lists::{ListBody, ListFilter, Shape};
 use mcp_edge_auth_core::{
     Begin, Decision, ExchangeNeed, ExchangeWait, Exchanges, Gateway, IssuerId, KeySchedule,
     KeyStore, SignatureJob, TokenCache, Verdict, Wait, WaitId,
@@ -137,6 +138,8 @@ struct ForwardOut<'a> {
     identity: Option<IdentityOut<'a>>,
     reason: &'static str,
     cache_hit: bool,
+    /// The list filter of its answer ([`Engine::list_open`]); 0: the answer passes as is.
+    lists: u32,
 }
 
 /// A `verify` verdict: `job_bytes(job)` holds the signing input (`input_len` bytes) and then
@@ -162,7 +165,7 @@ fn respond_json(r: &Response) -> String {
     })
 }
 
-fn forward_json(f: &Forward) -> String {
+fn forward_json(f: &Forward, lists: u32) -> String {
     serialize(&ForwardOut {
         kind: "forward",
         remove_headers: &f.remove_headers,
@@ -172,7 +175,15 @@ fn forward_json(f: &Forward) -> String {
         identity: f.identity.as_ref().map(IdentityOut::from),
         reason: f.reason.as_str(),
         cache_hit: f.cache_hit,
+        lists,
     })
+}
+
+/// A list filter handed to JavaScript with a forward: its filter until the response
+/// headers are in, then the body being filtered.
+enum ListSlot {
+    Filter(Box<ListFilter>),
+    Body(Box<ListBody>),
 }
 
 fn serialize<T: Serialize>(v: &T) -> String {
@@ -266,6 +277,9 @@ pub struct Host {
     exchange_calls: BTreeMap<u64, ExchangeCall>,
     /// Requests paused for an exchange, by their `wait` number.
     exchange_waits: BTreeMap<u64, ExchangeWait>,
+    /// List filters of forwarded requests, by number (see [`Host::list_open`]).
+    lists: BTreeMap<u32, ListSlot>,
+    next_list: u32,
 }
 
 /// Work handed to JavaScript and resumed later.
@@ -297,6 +311,8 @@ impl Host {
             exchanges,
             exchange_calls: BTreeMap::new(),
             exchange_waits: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            next_list: 1,
             gateway,
             keys,
             schedule,
@@ -412,7 +428,7 @@ impl Host {
     fn final_json(&mut self, decision: Decision, now_ms: u64) -> String {
         match decision {
             Decision::Respond(r) => respond_json(&r),
-            Decision::Forward(f) => forward_json(&f),
+            Decision::Forward(f) => self.forward_json(f),
             Decision::Exchange(need) => self.exchange_json(need, None, now_ms),
         }
     }
@@ -426,7 +442,7 @@ impl Host {
         now_ms: u64,
     ) -> String {
         match self.exchanges.begin(need, previous, now_ms) {
-            Begin::Forward { forward, .. } => forward_json(&forward),
+            Begin::Forward { forward, .. } => self.forward_json(forward),
             Begin::Respond(r) => respond_json(&r),
             Begin::Paused(w) => {
                 let n = w.get() | EXCHANGE_WAIT;
@@ -751,7 +767,7 @@ impl Host {
     ) -> String {
         let v = match verdict {
             Verdict::Respond(r) => return respond_json(&r),
-            Verdict::Forward(f) => return forward_json(&f),
+            Verdict::Forward(f) => return self.forward_json(f),
             Verdict::Exchange(need) => return self.exchange_json(need, exchange, now_ms),
             Verdict::AwaitKeys(need) => {
                 match self.schedule.wait(need, previous, now_ms, &self.keys) {
@@ -789,6 +805,84 @@ impl Host {
             }
         };
         to_json(&v)
+    }
+
+    /// A forward verdict; its list filter, if any, is kept for [`Host::list_open`].
+    fn forward_json(&mut self, mut f: Forward) -> String {
+        let lists = match f.lists.take() {
+            Some(l) => {
+                let id = self.next_list;
+                self.next_list = self.next_list.wrapping_add(1).max(1);
+                while self.lists.len() >= MAX_PENDING_JOBS {
+                    if self.lists.pop_first().is_none() {
+                        break;
+                    }
+                }
+                self.lists.insert(id, ListSlot::Filter(l));
+                id
+            }
+            None => 0,
+        };
+        forward_json(&f, lists)
+    }
+
+    /// The upstream's answer to a forward with list filter `id` (`headers` as `name:value`
+    /// lines): `{"mode":"pass"}` (send it as is), or `{"mode":"json"|"sse","remove":[…],
+    /// "cache_control":"…"}`: apply the header changes and stream the body through
+    /// [`Host::list_push`] and [`Host::list_finish`].
+    pub fn list_open(&mut self, id: u32, status: u16, headers: &str) -> String {
+        let Some(ListSlot::Filter(filter)) = self.lists.remove(&id) else {
+            // Unknown (evicted): never pass a list unfiltered.
+            return String::from(r#"{"mode":"lost"}"#);
+        };
+        let headers = parse_headers(headers);
+        let lower: Vec<(String, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_ascii_lowercase(), *v))
+            .collect();
+        let pairs: Vec<(&str, &str)> = lower.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+        let Some((body, edits)) = (*filter).open(status, &pairs) else {
+            return String::from(r#"{"mode":"pass"}"#);
+        };
+        let mode = match body.shape() {
+            Shape::Json => "json",
+            Shape::EventStream => "sse",
+        };
+        self.lists.insert(id, ListSlot::Body(Box::new(body)));
+        to_json(
+            &json!({ "mode": mode, "remove": edits.remove, "cache_control": edits.cache_control }),
+        )
+    }
+
+    /// The next chunk of a filtered body: what goes on now (`None`: unknown filter; fail
+    /// the stream).
+    pub fn list_push(&mut self, id: u32, chunk: &[u8]) -> Option<Vec<u8>> {
+        let Some(ListSlot::Body(body)) = self.lists.get_mut(&id) else {
+            return None;
+        };
+        let mut out = Vec::new();
+        body.push(&self.gateway, chunk, &mut out);
+        Some(out)
+    }
+
+    /// Whether the rest of a filtered body passes untouched.
+    pub fn list_passing(&self, id: u32) -> bool {
+        matches!(self.lists.get(&id), Some(ListSlot::Body(b)) if b.is_passing())
+    }
+
+    /// The end of a filtered body: what is left to send (`None`: unknown filter).
+    pub fn list_finish(&mut self, id: u32) -> Option<Vec<u8>> {
+        let Some(ListSlot::Body(mut body)) = self.lists.remove(&id) else {
+            return None;
+        };
+        let mut out = Vec::new();
+        body.finish(&self.gateway, &mut out);
+        Some(out)
+    }
+
+    /// Forgets a list filter (the answer went away).
+    pub fn list_drop(&mut self, id: u32) {
+        self.lists.remove(&id);
     }
 
     fn push_job(&mut self, job: Job) -> u32 {
@@ -1021,6 +1115,31 @@ impl Engine {
     /// Cache statistics (JSON).
     pub fn stats(&self) -> String {
         self.host.stats()
+    }
+
+    /// See [`Host::list_open`]; `headers` as `name:value` lines.
+    pub fn list_open(&mut self, id: u32, status: u16, headers: &str) -> String {
+        self.host.list_open(id, status, headers)
+    }
+
+    /// See [`Host::list_push`].
+    pub fn list_push(&mut self, id: u32, chunk: &[u8]) -> Option<Vec<u8>> {
+        self.host.list_push(id, chunk)
+    }
+
+    /// See [`Host::list_passing`].
+    pub fn list_passing(&self, id: u32) -> bool {
+        self.host.list_passing(id)
+    }
+
+    /// See [`Host::list_finish`].
+    pub fn list_finish(&mut self, id: u32) -> Option<Vec<u8>> {
+        self.host.list_finish(id)
+    }
+
+    /// See [`Host::list_drop`].
+    pub fn list_drop(&mut self, id: u32) {
+        self.host.list_drop(id);
     }
 
     /// Gives the verified-token cache a secret hash key (16 random bytes); see

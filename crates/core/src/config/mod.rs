@@ -12,6 +12,7 @@ pub mod host;
 mod path;
 mod raw;
 pub(crate) mod upstream_token;
+mod walk;
 
 pub use host::{load, Host, Loaded};
 pub use upstream_token::{UpstreamToken, ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
@@ -127,6 +128,12 @@ pub struct Resource {
 pub struct McpRules {
     pub(crate) rules: Vec<crate::mcp::Rule>,
     pub(crate) max_body_bytes: usize,
+    /// Whether list answers keep only what the token may use ([`crate::lists`]); only ever
+    /// true with rules (without them every entry may be used).
+    pub(crate) filter_lists: bool,
+    /// The largest list answer (JSON body, or one SSE event) the gateway filters; larger
+    /// ones are answered with a JSON-RPC error instead of being forwarded unfiltered.
+    pub(crate) max_list_bytes: usize,
 }
 
 /// A trusted issuer of one resource.
@@ -239,12 +246,13 @@ impl Config {
     /// Parses and validates a JSON configuration.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
         let mut de = serde_json::Deserializer::from_slice(json);
-        let raw: raw::RawConfig = serde::Deserialize::deserialize(&mut de).map_err(|e| {
+        let walk::Strict(doc) = serde::Deserialize::deserialize(&mut de).map_err(|e| {
             let path = path::at(json, e.line(), e.column());
             ConfigError::new(path, strip_position(&e.to_string()))
         })?;
         de.end()
             .map_err(|_| ConfigError::new("", "trailing characters after the JSON document"))?;
+        let raw = raw::RawConfig::read(&doc, String::new())?;
         Self::from_raw(raw)
     }
 
@@ -707,6 +715,13 @@ fn mcp_rules(m: raw::RawMcp, p: &str) -> Result<McpRules, ConfigError> {
             "must be between 1024 and 16777216",
         ));
     }
+    let max_list_bytes = m.max_list_bytes.unwrap_or(1024 * 1024) as usize;
+    if !(1024..=16 * 1024 * 1024).contains(&max_list_bytes) {
+        return Err(ConfigError::new(
+            format!("{p}.max_list_bytes"),
+            "must be between 1024 and 16777216",
+        ));
+    }
     let mut rules = Vec::new();
     for (i, r) in m.rules.unwrap_or_default().into_iter().enumerate() {
         let rp = format!("{p}.rules[{i}]");
@@ -730,8 +745,10 @@ fn mcp_rules(m: raw::RawMcp, p: &str) -> Result<McpRules, ConfigError> {
         });
     }
     Ok(McpRules {
+        filter_lists: m.filter_lists.unwrap_or(true) && !rules.is_empty(),
         rules,
         max_body_bytes,
+        max_list_bytes,
     })
 }
 
