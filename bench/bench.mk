@@ -27,7 +27,7 @@ export BENCH_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_ALGS BENCH_WORKER_ALGS
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
-        bench-build-micro
+        bench-build-micro bench-build-floor
 
 # wrk (soak-tools), Envoy (setup-python), workerd and jose (setup-node), clang and llvm-ar
 # (Debian), matplotlib (pinned, into the project venv).
@@ -42,6 +42,11 @@ bench-build-micro: bench-tools
 	$(CARGO) build -p mcp-edge-auth-bench --release
 	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \
 	  $(CARGO) build -p mcp-edge-auth-bench --bin mcp-edge-auth-bench --target wasm32-wasip1 --release
+
+# The proxy-wasm floor filter (crates/bench/examples/floor_filter.rs) for the Envoy runs.
+bench-build-floor: bench-tools
+	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \
+	  $(CARGO) build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1 --release
 
 define BENCH_REPORT
 	node bench/report.mjs
@@ -65,12 +70,12 @@ bench-workers: bench-tools worker-build
 	node bench/workers.mjs
 	$(BENCH_REPORT)
 
-bench-envoy: bench-tools envoy-wasm envoy-module
+bench-envoy: bench-tools envoy-wasm envoy-module bench-build-floor
 	node bench/envoy.mjs
 	$(BENCH_REPORT)
 
 # Everything, from fresh results: builds first, then the measurements (shortest first).
-bench: bench-tools envoy-wasm envoy-module worker-build bench-build-micro
+bench: bench-tools envoy-wasm envoy-module worker-build bench-build-micro bench-build-floor
 	@rm -f $(BENCH_OUT)/*.json
 	node bench/size.mjs
 	node bench/micro.mjs

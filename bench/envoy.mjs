@@ -45,6 +45,11 @@ import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, wri
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, '.build', 'envoy', 'mcp_edge_auth_envoy.wasm');
+// The proxy-wasm floor (crates/bench/examples/floor_filter.rs, `make bench-build-floor`): a
+// filter that does nothing (floor_noop) or only the header host calls of a cache hit
+// (floor_headers): what any Wasm filter pays, beside the others in every run.
+export const FLOOR_WASM = join(ROOT, 'target', 'wasm32-wasip1', 'release', 'examples', 'floor_filter.wasm');
+export const FLOORS = ['floor_noop', 'floor_headers'];
 const SECONDS = knob('BENCH_SECONDS', 2);
 const ROUNDS = knob('BENCH_ROUNDS', 5);
 const CONCURRENCY = listKnob('BENCH_CONCURRENCY', ['1', '2']).map(Number);
@@ -135,7 +140,16 @@ function listener(name, port, filters) {
   };
 }
 
-/** The bootstrap: one listener per variant (and per `extra` name: a list of HTTP filters). */
+/** The floor listeners' filters. */
+export function floorFilters() {
+  return {
+    floor_noop: [wasmFilter({ vmId: 'floor_noop', file: FLOOR_WASM, configuration: 'noop' })],
+    floor_headers: [wasmFilter({ vmId: 'floor_headers', file: FLOOR_WASM, configuration: 'headers' })],
+  };
+}
+
+/** The bootstrap: one listener per variant (and per `extra` name: a list of HTTP filters;
+ * the floor listeners too when `ports` has theirs). */
 export function benchBootstrap({ ports, adminPort, jwks, extra = {} }) {
   const jwksJson = JSON.stringify(jwks);
   const filters = {
@@ -147,6 +161,7 @@ export function benchBootstrap({ ports, adminPort, jwks, extra = {} }) {
     native_nocache: [native(jwks, false)],
     native_cache: [native(jwks, true)],
   };
+  if (ports.floor_noop) extra = { ...floorFilters(), ...extra };
   return {
     admin: { address: { socket_address: { address: '127.0.0.1', port_value: adminPort } } },
     static_resources: {
@@ -173,6 +188,10 @@ async function startBenchEnvoy({ concurrency, ports, jwks, dir }) {
 
 /** Every listener answers a valid token with 200, and every filter refuses a bad one. */
 async function sanityCheck(ports, tokens) {
+  for (const v of FLOORS) {
+    const r = await send(`http://127.0.0.1:${ports[v]}/mcp`, { headers: { authorization: `Bearer ${tokens[ALGS[0]][0]}` } });
+    if (r.status !== 200) throw new Error(`${v}: got ${r.status} ${r.body}`);
+  }
   for (const v of VARIANTS) {
     const url = `http://127.0.0.1:${ports[v]}/mcp`;
     for (const alg of ALGS) {
@@ -204,6 +223,7 @@ function cells() {
   for (const workload of ['one', 'zipf']) {
     // No filter: the token does not matter; RS256 tokens are the largest requests.
     out.push({ variant: 'nofilter', alg: 'any', workload });
+    for (const variant of FLOORS) out.push({ variant, alg: 'any', workload });
     for (const variant of VARIANTS.slice(1)) for (const alg of ALGS) out.push({ variant, alg, workload });
   }
   return out;
@@ -214,6 +234,7 @@ async function main() {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
   if (!existsSync(ENVOY_MODULE)) throw new Error(`no module at ${ENVOY_MODULE}: run make envoy-module`);
+  if (!existsSync(FLOOR_WASM)) throw new Error(`no floor filter at ${FLOOR_WASM}: run make bench-build-floor`);
   const dir = tempDir('mea-bench-envoy-');
   const { keys, jwks, tokens, files } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
   const tokenBytes = Object.fromEntries(ALGS.map((a) => [a, tokens[a][0].length]));
@@ -233,7 +254,7 @@ async function main() {
 
   for (const c of CONCURRENCY) {
     const ports = {};
-    for (const v of VARIANTS) ports[v] = await freePort();
+    for (const v of [...VARIANTS, ...FLOORS]) ports[v] = await freePort();
     const envoy = await startBenchEnvoy({ concurrency: c, ports, jwks, dir });
     const { wrk: wrkCpus, envoy: envoyCpus } = cpusFor(c);
     const run = (cell, { seconds, connections, threads }) => runWrk({

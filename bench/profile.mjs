@@ -22,13 +22,12 @@ import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs'
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds } from '../tests/lib/tokens.mjs';
 import { ROOT, knob, runWrk, writeResult, log, median, shuffled } from './lib.mjs';
-import { benchBootstrap, wasmFilter, VARIANTS } from './envoy.mjs';
+import { benchBootstrap, VARIANTS, FLOORS } from './envoy.mjs';
 
 const SECONDS = knob('BENCH_PROFILE_SECONDS', 3);
 const ROUNDS = knob('BENCH_PROFILE_ROUNDS', 3);
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const WASM = join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp-edge-auth-bench.wasm');
-const FLOOR = join(ROOT, 'target', 'wasm32-wasip1', 'release', 'examples', 'floor_filter.wasm');
 const ISSUER = 'https://auth.bench.example';
 const RESOURCE = 'https://mcp.bench.example/mcp';
 
@@ -65,16 +64,12 @@ async function profileEnvoy() {
     files[alg] = join(dir, `${alg}.txt`);
     writeFileSync(files[alg], `${await mint(k, { iss: ISSUER, aud: RESOURCE, sub: 'client-0', scope: 'mcp:read', exp: nowSeconds() + 3600 })}\n`);
   }
-  // Two more listeners with the floor filter (crates/bench/examples/floor_filter.rs).
-  const extra = {
-    floor_noop: [wasmFilter({ vmId: 'floor_noop', file: FLOOR, configuration: 'noop' })],
-    floor_headers: [wasmFilter({ vmId: 'floor_headers', file: FLOOR, configuration: 'headers' })],
-  };
+  // The floor listeners (crates/bench/examples/floor_filter.rs) come with their ports.
   const ports = {};
-  for (const v of [...VARIANTS, ...Object.keys(extra)]) ports[v] = await freePort();
+  for (const v of [...VARIANTS, ...FLOORS]) ports[v] = await freePort();
   const adminPort = await freePort();
   const file = join(dir, 'envoy.json');
-  writeFileSync(file, JSON.stringify(benchBootstrap({ ports, adminPort, jwks, extra })));
+  writeFileSync(file, JSON.stringify(benchBootstrap({ ports, adminPort, jwks })));
   const envoy = startProcess('taskset', ['-c', '0', ENVOY, '-c', file, '--concurrency', '1', '--disable-hot-restart', '-l', 'warn'], { logFile: join(dir, 'envoy.log') });
   const cells = [
     ['nofilter', 'RS256'], ['floor_noop', 'RS256'], ['floor_headers', 'RS256'], ['jwt_cache', 'RS256'], ['ours_cache', 'RS256'], ['ours_cache', 'ES256'],
