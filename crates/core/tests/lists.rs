@@ -438,3 +438,25 @@ fn entries_are_cut_out_of_the_upstream_bytes_and_tricks_do_not_show_a_hidden_too
         assert!(!out.contains("admin_reset"));
     }
 }
+
+#[test]
+fn resource_templates_are_filtered_by_the_resources_read_rule_naming_them() {
+    let (mut w, ed) = world();
+    let req = r#"{"jsonrpc":"2.0","id":3,"method":"resources/templates/list"}"#;
+    let reader = identity(&mut w, &ed, "mcp:read", req);
+    let answer = json!({"jsonrpc":"2.0","id":3,"result":{"resourceTemplates":[
+        {"uriTemplate":"file:///public/{name}","name":"public"},
+        {"uriTemplate":"file:///private/{name}","name":"private"}
+    ]}});
+    let out = filtered(&w, &reader, req, &answer);
+    assert_eq!(
+        names(&out, "resourceTemplates", "uriTemplate"),
+        ["file:///public/{name}"]
+    );
+    let admin = identity(&mut w, &ed, "mcp:read mcp:admin", req);
+    let out = filtered(&w, &admin, req, &answer);
+    assert_eq!(
+        out["result"]["resourceTemplates"].as_array().unwrap().len(),
+        2
+    );
+}

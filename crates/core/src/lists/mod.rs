@@ -23,6 +23,7 @@
 //! is replaced by a JSON-RPC error (`-32603`) for each tracked list request (for an SSE
 //! stream, the rest of the stream is then dropped, so that no later event answers them).
 
+use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -681,9 +682,9 @@ impl ListBody {
     /// One SSE event (its lines and the blank line ending it): as it was, or rewritten when
     /// its data answers a tracked request.
     fn event(&mut self, gateway: &Gateway, event: &[u8], out: &mut Vec<u8>) {
-        let mut data: Vec<u8> = Vec::new();
+        // The data, borrowed while it is one line (the usual case: no copy).
+        let mut data: Option<Cow<'_, [u8]>> = None;
         let mut others: Vec<&[u8]> = Vec::new();
-        let mut has_data = false;
         for line in lines(event) {
             let (field, value) = match line.iter().position(|b| *b == b':') {
                 Some(c) => (
@@ -693,23 +694,26 @@ impl ListBody {
                 None => (line, &[][..]),
             };
             if field == b"data" {
-                if has_data {
-                    data.push(b'\n');
-                }
-                has_data = true;
-                data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                data = Some(match data.take() {
+                    None => Cow::Borrowed(value),
+                    Some(d) => {
+                        let mut d = d.into_owned();
+                        d.push(b'\n');
+                        d.extend_from_slice(value);
+                        Cow::Owned(d)
+                    }
+                });
             } else if !line.is_empty() {
                 others.push(line);
             }
         }
-        let rewritten = has_data
-            .then(|| {
-                self.filter
-                    .filter_bytes(gateway, &data, &mut self.answered, &mut self.hidden)
-                    .ok()
-                    .flatten()
-            })
-            .flatten();
+        let rewritten = data.and_then(|data| {
+            self.filter
+                .filter_bytes(gateway, &data, &mut self.answered, &mut self.hidden)
+                .ok()
+                .flatten()
+        });
         let Some(json) = rewritten else {
             out.extend_from_slice(event);
             return;
@@ -737,7 +741,7 @@ fn event_end(buf: &[u8], scan: &mut usize, at_eof: bool) -> Option<usize> {
     let mut pos = *scan;
     loop {
         let rest = buf.get(pos..)?;
-        let i = rest.iter().position(|b| *b == b'\n' || *b == b'\r')?;
+        let i = scan::line_break(rest)?;
         let term = match (rest.get(i), rest.get(i + 1)) {
             (Some(b'\r'), Some(b'\n')) => 2,
             (Some(b'\r'), None) if !at_eof => return None,
@@ -760,10 +764,7 @@ fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
         if rest.is_empty() {
             return None;
         }
-        let i = rest
-            .iter()
-            .position(|b| *b == b'\n' || *b == b'\r')
-            .unwrap_or(rest.len());
+        let i = scan::line_break(rest).unwrap_or(rest.len());
         let line = rest.get(..i).unwrap_or_default();
         let term = match (rest.get(i), rest.get(i + 1)) {
             (Some(b'\r'), Some(b'\n')) => 2,

@@ -265,6 +265,29 @@ fn plain_run(rest: &[u8]) -> usize {
         .unwrap_or(tail.len())
 }
 
+/// Where the first line break (LF or CR) of `rest` is: eight bytes at a time, as
+/// [`plain_run`] (an SSE event's data line is often a whole list answer).
+pub(super) fn line_break(rest: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut n = 0;
+    for chunk in rest.chunks_exact(8) {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let x = u64::from_le_bytes(bytes);
+        if zero(x ^ (ONES * u64::from(b'\n'))) | zero(x ^ (ONES * u64::from(b'\r'))) != 0 {
+            break;
+        }
+        n += 8;
+    }
+    let tail = rest.get(n..)?;
+    tail.iter()
+        .position(|b| *b == b'\n' || *b == b'\r')
+        .map(|i| n + i)
+}
+
 /// A member name as written (quotes included).
 #[derive(Clone, Copy)]
 pub(super) struct Key<'a> {
