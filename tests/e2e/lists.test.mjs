@@ -17,6 +17,7 @@
 //
 // LIST_HOSTS=wasm,wasm-stock,module,worker runs only those (all by default).
 import dns from 'node:dns';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { performance } from 'node:perf_hooks';
@@ -27,7 +28,7 @@ import { startAuthServer, requestToken, CLIENTS } from '../../demo/as.mjs';
 import { startMcpServer } from '../../demo/mcp-server.mjs';
 import { BASE_SCOPE, PRIVILEGED_SCOPE, PRIVILEGED_TOOL, gatewayConfig, urls } from '../../demo/config.mjs';
 import { connect } from '../../demo/client.mjs';
-import { freePort } from '../lib/proc.mjs';
+import { freePort, waitFor } from '../lib/proc.mjs';
 import { startHost as startEnvoy } from '../envoy/launch.mjs';
 import { startHost as startModule } from '../envoy-module/launch.mjs';
 import { startWorkerd } from '../workers/launch.mjs';
@@ -179,6 +180,8 @@ function listsSuite(hostName, startHost) {
       },
       body,
     });
+    /** The host's log so far (Envoy: a function; workerd: the file's path). */
+    const hostLog = () => (typeof host.log === 'function' ? host.log() : readFileSync(host.log, 'utf8'));
     /** The same POST straight to the MCP server (no token: it does no authorization). */
     const direct = (path, body, headers = {}) => post(`http://127.0.0.1:${mcp.port}${path}`, {
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
@@ -342,6 +345,10 @@ function listsSuite(hostName, startHost) {
         // A batch of two: an array of two errors.
         const rb = await viaGateway('/small/mcp', tokens.smallRead, [msg('tools/list', {}, 1), msg('tools/list', {}, 2)], big);
         assertRefused(rb, [1, 2], { batch: shape === 'JSON' });
+        // The operator learns why, once per answer, in the host's log; nothing of the list.
+        await waitFor(() => /a list answer was not forwarded \(too_large\): larger than mcp\.max_list_bytes \(1024\)/.test(hostLog()),
+          { ms: 3000, what: 'the refusal in the log' });
+        assert.ok(!/tool_42|"tools"/.test(hostLog()), 'no list content in the log');
         // A list under the limit on the same resource is filtered as usual.
         const p = await viaGateway('/small/mcp', tokens.smallRead, msg('prompts/list'), headers);
         assert.equal(p.status, 200, p.text);

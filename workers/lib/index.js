@@ -67,7 +67,7 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
  * without crossing into Wasm. A filter the core no longer has fails the stream (never an
  * unfiltered list).
  */
-function filterLists(engine, id, response) {
+function filterLists(engine, id, response, log) {
   let block = '';
   for (const [name, value] of response.headers) block += `${name}:${value}\n`;
   const plan = JSON.parse(engine.list_open(id, response.status, block));
@@ -78,6 +78,11 @@ function filterLists(engine, id, response) {
     return null;
   }
   let passing = false;
+  // A refused answer (too large, compressed, not JSON) is logged once, by the core's words.
+  const report = () => {
+    const detail = engine.list_refusal(id);
+    if (detail) log.emit('list_rejected', { detail });
+  };
   const ts = new TransformStream({
     transform(chunk, controller) {
       if (passing) {
@@ -87,11 +92,14 @@ function filterLists(engine, id, response) {
       const out = engine.list_push(id, chunk);
       if (out === undefined) throw new Error('the list filter of this answer was evicted');
       if (out.length > 0) controller.enqueue(out);
+      report();
       passing = engine.list_passing(id);
     },
     flush(controller) {
       const out = engine.list_finish(id);
       if (out === undefined) throw new Error('the list filter of this answer was evicted');
+      report();
+      engine.list_drop(id);
       if (out.length > 0) controller.enqueue(out);
     },
   });
@@ -285,6 +293,7 @@ export class McpEdgeAuth {
     const id = v.identity;
     const lists = v.lists;
     const engine = this.#engine;
+    const log = this.#log;
     return {
       ok: true,
       reason: v.reason,
@@ -298,7 +307,7 @@ export class McpEdgeAuth {
       respond(response) {
         // A request with list requests (tools/list, …): the core says whether the answer is
         // filtered; its body then streams through the core (SSE events go on one by one).
-        const listed = lists ? filterLists(engine, lists, response) : null;
+        const listed = lists ? filterLists(engine, lists, response, log) : null;
         if (responseHeaders.length === 0 && listed === null) return response;
         const init = { status: response.status, statusText: response.statusText, headers: response.headers };
         if (response.webSocket) init.webSocket = response.webSocket;

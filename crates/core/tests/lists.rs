@@ -246,6 +246,15 @@ fn what_cannot_be_filtered_is_answered_with_errors_never_forwarded() {
         .contains("max_list_bytes"));
     assert!(!String::from_utf8_lossy(&out).contains("tool_1"));
     assert_eq!(body.refused(), Some(Unfilterable::TooLarge));
+    // The host's log line, once: why and the setting, nothing of the answer.
+    let mut body = body;
+    let line = body.take_refusal().unwrap();
+    assert!(
+        line.contains("too_large") && line.contains("mcp.max_list_bytes (1024)"),
+        "{line}"
+    );
+    assert!(!line.contains("tool_"), "{line}");
+    assert_eq!(body.take_refusal(), None, "reported once");
     // The same as one SSE event: an error event, and the rest of the stream dropped.
     let f = filter_of(&tiny, &reader_tiny, LIST).unwrap();
     let event = format!("event: message\ndata: {big}\n\n");
@@ -302,6 +311,15 @@ fn what_cannot_be_filtered_is_answered_with_errors_never_forwarded() {
     let (out, body) = run(&w, f, "application/json", &[b"{\"jsonrpc\": "]);
     assert_eq!(body.refused(), Some(Unfilterable::Malformed));
     assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["id"], 7);
+    let mut body = body;
+    assert!(body.take_refusal().unwrap().contains("not valid JSON"));
+
+    // A filtered answer has nothing to report.
+    let f = filter_of(&w, &reader, LIST).unwrap();
+    let answer = tools().to_string();
+    let (_, mut body) = run(&w, f, "application/json", &[answer.as_bytes()]);
+    assert_eq!(body.hidden(), 1);
+    assert_eq!(body.take_refusal(), None);
 }
 
 #[test]

@@ -456,6 +456,9 @@ impl HttpContext for Stream {
         if end_of_stream {
             body.finish(filter.gateway(), &mut out);
         }
+        if let Some(line) = body.take_refusal() {
+            host::warn(|| format!("mcp-edge-auth: {line}"));
+        }
         if out != chunk {
             host::set_response_body(body_size, &out);
         }

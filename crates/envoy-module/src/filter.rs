@@ -660,6 +660,9 @@ impl Stream {
         if end_of_stream {
             body.finish(&cfg.gateway, &mut out);
         }
+        if let Some(line) = body.take_refusal() {
+            abi::log(Level::Warn, || format!("mcp-edge-auth: {line}"));
+        }
         drop(slot);
         if out != chunk {
             envoy.replace_response_body(&out);

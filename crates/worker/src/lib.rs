@@ -870,14 +870,24 @@ impl Host {
         matches!(self.lists.get(&id), Some(ListSlot::Body(b)) if b.is_passing())
     }
 
-    /// The end of a filtered body: what is left to send (`None`: unknown filter).
+    /// The end of a filtered body: what is left to send (`None`: unknown filter). The filter
+    /// stays until [`Self::list_drop`], so that its refusal can still be read.
     pub fn list_finish(&mut self, id: u32) -> Option<Vec<u8>> {
-        let Some(ListSlot::Body(mut body)) = self.lists.remove(&id) else {
+        let Some(ListSlot::Body(body)) = self.lists.get_mut(&id) else {
             return None;
         };
         let mut out = Vec::new();
         body.finish(&self.gateway, &mut out);
         Some(out)
+    }
+
+    /// Once a filtered answer was refused (too large, compressed, not JSON), the line for the
+    /// log, once; it names why and the setting, never anything of the answer.
+    pub fn list_refusal(&mut self, id: u32) -> Option<String> {
+        match self.lists.get_mut(&id) {
+            Some(ListSlot::Body(body)) => body.take_refusal(),
+            _ => None,
+        }
     }
 
     /// Forgets a list filter (the answer went away).
@@ -1135,6 +1145,11 @@ impl Engine {
     /// See [`Host::list_finish`].
     pub fn list_finish(&mut self, id: u32) -> Option<Vec<u8>> {
         self.host.list_finish(id)
+    }
+
+    /// See [`Host::list_refusal`].
+    pub fn list_refusal(&mut self, id: u32) -> Option<String> {
+        self.host.list_refusal(id)
     }
 
     /// See [`Host::list_drop`].

@@ -240,6 +240,8 @@ pub struct ListBody {
     /// What was removed (entries) and refused, for the host's counters.
     hidden: usize,
     refused: Option<Unfilterable>,
+    /// The refusal was handed to the host's log ([`ListBody::take_refusal`]).
+    reported: bool,
 }
 
 impl ListFilter {
@@ -301,6 +303,7 @@ impl ListFilter {
             answered,
             hidden: 0,
             refused: None,
+            reported: false,
         })
     }
 
@@ -554,6 +557,29 @@ impl ListBody {
     /// Why the list was not forwarded, once it was refused.
     pub fn refused(&self) -> Option<Unfilterable> {
         self.refused
+    }
+
+    /// Once the answer was refused, the line for the host's log, once (it names why and the
+    /// setting, never anything of the answer).
+    pub fn take_refusal(&mut self) -> Option<String> {
+        let why = self.refused.filter(|_| !self.reported)?;
+        self.reported = true;
+        let what = match why {
+            Unfilterable::TooLarge => {
+                alloc::format!("larger than mcp.max_list_bytes ({})", self.filter.max_bytes)
+            }
+            Unfilterable::Encoded => {
+                String::from("compressed although the gateway asked for identity encoding")
+            }
+            Unfilterable::Malformed => String::from("not valid JSON"),
+        };
+        Some(alloc::format!(
+            "a list answer was not forwarded ({}): {}; its {} list request(s) got JSON-RPC error {}",
+            why.as_str(),
+            what,
+            self.filter.ids.len(),
+            UNFILTERABLE_CODE
+        ))
     }
 
     /// Takes the next chunk of the body; appends to `out` what goes on now.
