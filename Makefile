@@ -59,8 +59,16 @@ clippy: setup-rust
 	$(CARGO) clippy -p mcp-edge-auth-envoy --target wasm32-wasip1 -- -D warnings
 	$(CARGO) clippy -p mcp-edge-auth-worker --target wasm32-unknown-unknown -- -D warnings
 
-test-rust:
+test-rust: test-rsa-wasm
 	$(CARGO) test -p mcp-edge-auth-core -p mcp-edge-auth-worker -p mcp-edge-auth-cli -p mcp-edge-auth-p256 -p mcp-edge-auth-rsa
+
+# The RSA verifier's Wasm SIMD path (the one the Envoy filter runs) only exists for
+# wasm32 + simd128: its tests (Wycheproof, the differential test against ring, which is
+# compiled to Wasm too) run there as well, under Node's V8 (bench/wasm-run.mjs).
+.PHONY: test-rsa-wasm
+test-rsa-wasm: setup-rust setup-node envoy-cc
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-liftoff --no-warnings $(ROOT)/bench/wasm-run.mjs" \
+	  $(CARGO) test --release -p mcp-edge-auth-rsa --target wasm32-wasip1
 
 # The core's protocol logic must build without std for both Wasm targets.
 nostd: setup-rust

@@ -2,6 +2,9 @@
 // every variant answering an allowed request with the same fixed 200:
 //
 //   plain         no authorization (bench/workers/plain.js)
+//   floor         no authorization, but the request work of an authorizing proxy: every
+//                 header read, the upstream request rebuilt without the token and with
+//                 x-mcp-subject (bench/workers/floor.js): the floor of our cache hit
 //   ours_cache    the mcp-edge-auth Worker library (bench/workers/ours.js: authorize() from
 //                 workers/lib, Rust core in Wasm + WebCrypto), default token cache
 //   ours_nocache  the same with token_cache.max_entries 0: every request verifies
@@ -34,7 +37,9 @@ const CPUS_WRK = process.env.BENCH_CPUS_WRK ?? '1';
 
 const ISSUER = 'https://auth.bench.example';
 const RESOURCE = 'https://mcp.bench.example/mcp';
-const VARIANTS = ['plain', 'ours_nocache', 'ours_cache', 'jose'];
+const VARIANTS = ['plain', 'floor', 'ours_nocache', 'ours_cache', 'jose'];
+/** Variants that answer every request (no authorization): one cell each, alg `any`. */
+const OPEN = ['plain', 'floor'];
 const WASM_DIR = join(ROOT, 'workers', 'lib', 'wasm');
 
 const capnpString = (s) => `"${String(s).replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`;
@@ -54,7 +59,8 @@ function modulesOf(variant) {
   const m = (path, type = 'esModule') => ({ name: relative(ROOT, path), path, type });
   switch (variant) {
     case 'plain':
-      return [m(join(ROOT, 'bench', 'workers', 'plain.js'))];
+    case 'floor':
+      return [m(join(ROOT, 'bench', 'workers', `${variant}.js`))];
     case 'jose':
       return [m(join(ROOT, 'bench', 'workers', 'jose.js')), ...filesUnder(join(ROOT, 'node_modules', 'jose', 'dist', 'webapi')).map((p) => m(p))];
     default:
@@ -142,16 +148,16 @@ async function main() {
       for (const alg of ALGS) {
         const ok = await send(url, { headers: { authorization: `Bearer ${tokens[alg][0]}` } });
         if (ok.status !== 200) throw new Error(`${v} ${alg}: a valid token got ${ok.status} ${ok.body}`);
-        if (v === 'plain') continue;
+        if (OPEN.includes(v)) continue;
         const forged = await send(url, { headers: { authorization: `Bearer ${tamper(tokens[alg][0], { sub: 'admin' })}` } });
         if (forged.status !== 401) throw new Error(`${v} ${alg}: a forged token got ${forged.status}`);
       }
-      if (v !== 'plain' && (await send(url)).status !== 401) throw new Error(`${v}: no token was not refused`);
+      if (!OPEN.includes(v) && (await send(url)).status !== 401) throw new Error(`${v}: no token was not refused`);
     }
     const cells = [];
     for (const workload of ['one', 'zipf']) {
-      cells.push({ variant: 'plain', alg: 'any', workload });
-      for (const variant of VARIANTS.slice(1)) for (const alg of ALGS) cells.push({ variant, alg, workload });
+      for (const variant of OPEN) cells.push({ variant, alg: 'any', workload });
+      for (const variant of VARIANTS.filter((v) => !OPEN.includes(v))) for (const alg of ALGS) cells.push({ variant, alg, workload });
     }
     const run = (cell, seconds) => runWrk({
       url: `http://127.0.0.1:${ports[cell.variant]}/mcp`,

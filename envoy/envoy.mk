@@ -9,9 +9,10 @@
 # make envoy-run    Envoy with envoy/envoy.yaml (see envoy/README.md)
 ENVOY_CRATE_WASM := $(ROOT)/target/wasm32-wasip1/filter/mcp_edge_auth_envoy.wasm
 ENVOY_WASM := $(BUILD)/envoy/mcp_edge_auth_envoy.wasm
-# What rustc's wasm32 targets emit by default; wasm-opt must accept (and keep to) the same set.
+# What rustc's wasm32 targets emit by default, and SIMD (.cargo/config.toml turns it on for
+# wasm32-wasip1); wasm-opt must accept (and keep to) the same set.
 ENVOY_WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-                           --enable-mutable-globals --enable-reference-types --enable-multivalue
+                           --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd
 OCI_DIR    := $(BUILD)/oci
 OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | head -1)
 
@@ -19,7 +20,7 @@ OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | h
 # Rebuilt only when a source it is built from changed, so `make demo` on an up-to-date tree
 # builds and writes nothing.
 ENVOY_WASM_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/envoy-filter $(ROOT)/crates/p256-tables $(ROOT)/crates/rsa-limbs32 \
-                        -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock
+                        -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock $(ROOT)/.cargo/config.toml
 envoy-wasm: $(ENVOY_WASM)
 $(ENVOY_WASM): $(ENVOY_WASM_SOURCES) | setup-rust setup-node envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
