@@ -245,7 +245,7 @@ function microSection() {
   if (!micro) return;
   out.push('## Core microbenchmarks', '');
   out.push(`The cases of \`crates/bench\` (one definition): criterion natively, and one plain timing loop natively and as \`wasm32-wasip1\` under Node ${micro.node_version} (V8 ${micro.node_v8}) with \`--no-liftoff\` (optimising compiler only, as Envoy runs V8), each pinned to CPU ${micro.settings.cpu}. ${micro.rustc}, release profile (opt-level 3, LTO). ` +
-    'Times per iteration: criterion\'s median estimate; the loop\'s median over 15 batches. "Wasm ÷ native" compares the two loop columns. `ring` is the Envoy filter\'s provider; `jwt-simple` the core\'s default.' + when(micro), '');
+    'Times per iteration: criterion\'s median estimate; the loop\'s median over 15 batches. "Wasm ÷ native" compares the two loop columns. `ring` is the Envoy filter\'s provider, and in Wasm its RS256 is, as in the filter, `crates/rsa-limbs32` (32-bit limbs, Wasm SIMD column sums) with ring\'s SHA-2; `jwt-simple` the core\'s default.' + when(micro), '');
   const rows = [];
   const ids = Object.keys(micro.native);
   for (const id of ids) {

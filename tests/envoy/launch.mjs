@@ -3,6 +3,7 @@
 // Envoys never share shared memory), its own log file, and is stopped by PID.
 import { writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ROOT, freePort, startProcess, tempDir, waitFor } from '../lib/proc.mjs';
 import { send } from '../lib/http.mjs';
@@ -98,6 +99,9 @@ export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort
 }
 
 /** Reads the filter's counters from the admin API: { 'requests_allowed': 3, … }. */
+/** Longer than the filter's longest tick (1 s): every VM has flushed its counts. */
+export const STATS_SETTLE_MS = 1200;
+
 export async function filterStats(adminUrl) {
   const res = await send(`${adminUrl}/stats?filter=mcp_edge_auth`);
   const out = {};
@@ -147,7 +151,15 @@ export async function startEnvoy({
   );
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const log = () => readFileSync(proc.log, 'utf8');
-  const envoy = { proc, adminUrl, logFile: proc.log, log, stop: () => proc.stop(), stats: () => filterStats(adminUrl) };
+  // The filter keeps its counts in each VM and hands them to Envoy on its tick, at least once
+  // a second: `stats()` reads them once every VM has ticked since the caller's last request;
+  // `statsNow()` reads what Envoy has at once (for polling).
+  const statsNow = () => filterStats(adminUrl);
+  const stats = async () => {
+    await sleep(STATS_SETTLE_MS);
+    return statsNow();
+  };
+  const envoy = { proc, adminUrl, logFile: proc.log, log, stop: () => proc.stop(), stats, statsNow };
   if (expectFailure) return envoy;
   try {
     await waitFor(
@@ -163,7 +175,7 @@ export async function startEnvoy({
     if (waitForJwks) {
       await waitFor(
         async () => {
-          const s = await envoy.stats();
+          const s = await envoy.statsNow();
           return (s.jwks_fetch_ok ?? 0) + (s.jwks_fetch_failed ?? 0) >= 1;
         },
         { ms: 10000, what: 'first JWKS fetch' },

@@ -160,6 +160,8 @@ async function readUpTo(request, limit) {
 }
 
 const EMPTY = new Uint8Array(0);
+/** The body argument of a request decided on its headers. */
+const NO_BODY = Object.freeze({ state: 0, bytes: EMPTY });
 
 /** Loopback and private addresses, which workerd refuses unless its network allows them. */
 const LOCAL_HOST = /^(localhost|127\.|10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|\[::1\]|\[f[cd])/i;
@@ -192,6 +194,30 @@ const MAX_INTROSPECTION_BODY = 64 * 1024;
 
 /** The path of a URL without its query, for logs (a query may carry a token). */
 const logPath = (url) => url.pathname;
+
+/**
+ * The parts of a request's URL the core needs: `{ href, scheme, host, path (with the
+ * query), pathname, origin }`. The runtime hands a Worker its request URL parsed and serialized
+ * again (WHATWG), so for a plain `http(s)://host/path?query` splitting the string is exact
+ * and spares a URL object and its getters on every request; anything else (user info, a
+ * fragment, another scheme) goes through `URL`. Throws on a malformed URL.
+ */
+function urlParts(href) {
+  const sep = href.indexOf('://');
+  const scheme = href.slice(0, sep);
+  const slash = sep > 0 ? href.indexOf('/', sep + 3) : -1;
+  if ((scheme === 'https' || scheme === 'http') && slash > sep + 3 && !href.includes('#')) {
+    const host = href.slice(sep + 3, slash);
+    if (!host.includes('@')) {
+      let path = href.slice(slash);
+      if (path.endsWith('?')) path = path.slice(0, -1); // URL.search is '' for an empty query
+      const q = path.indexOf('?');
+      return { href, scheme, host, path, pathname: q < 0 ? path : path.slice(0, q), origin: href.slice(0, slash) };
+    }
+  }
+  const u = new URL(href);
+  return { href, scheme: u.protocol.slice(0, -1), host: u.host, path: `${u.pathname}${u.search}`, pathname: u.pathname, origin: u.origin };
+}
 
 function makeLogger(option) {
   if (typeof option === 'function') return { requests: true, emit: option };
@@ -259,22 +285,36 @@ export class McpEdgeAuth {
    * @param {Request} request
    * @param {{waitUntil(p: Promise<unknown>): void}} [ctx] the Worker's ExecutionContext, for background key refreshes
    */
-  async authorize(request, ctx) {
+  authorize(request, ctx) {
     const started = Date.now();
     let url;
     try {
-      url = new URL(request.url);
+      url = urlParts(request.url);
     } catch {
-      return this.#denied(jsonResponse(400, 'invalid_request', 'The request URL is malformed'), 'malformed');
+      return Promise.resolve(this.#denied(jsonResponse(400, 'invalid_request', 'The request URL is malformed'), 'malformed'));
     }
-    let v;
+    // A request the core decides at once (a cache hit, a refusal) is carried out without
+    // an await in between; one that waits (keys, a signature, a body, introspection) goes on
+    // asynchronously. Either way the caller gets a promise, and an internal error a 500.
     try {
-      ({ v, request } = await this.#decideFully(request, url, ctx));
+      const decided = this.#decideFully(request, url, ctx);
+      if (decided instanceof Promise) {
+        return decided.then((d) => this.#carryOut(d, url, started)).catch((e) => this.#failed(e));
+      }
+      return Promise.resolve(this.#carryOut(decided, url, started));
     } catch (e) {
-      // Fail closed: an internal error never lets a request through.
-      this.#log.emit('internal_error', { error: String(e?.message ?? e).slice(0, 200) });
-      return this.#denied(jsonResponse(500, 'server_error', 'The request could not be checked'), 'internal_error');
+      return Promise.resolve(this.#failed(e));
     }
+  }
+
+  /** Fail closed: an internal error never lets a request through. */
+  #failed(e) {
+    this.#log.emit('internal_error', { error: String(e?.message ?? e).slice(0, 200) });
+    return this.#denied(jsonResponse(500, 'server_error', 'The request could not be checked'), 'internal_error');
+  }
+
+  /** The caller's result for the core's final verdict: the refusal, or the forward carried out. */
+  #carryOut({ v, request }, url, started) {
     if (v.kind === 'respond') {
       this.#logRequest(request, url, v.status, v.reason, false, started);
       return this.#denied(toResponse(v), v.reason);
@@ -283,10 +323,12 @@ export class McpEdgeAuth {
     const changed = v.remove_headers.length > 0 || v.add_headers.length > 0 || v.new_path !== null;
     let upstream = request;
     if (changed) {
-      const target = v.new_path === null ? request.url : url.origin + v.new_path;
+      const target = v.new_path === null ? url.href : url.origin + v.new_path;
       upstream = new Request(target, request);
-      for (const name of v.remove_headers) upstream.headers.delete(name);
-      for (const [name, value] of v.add_headers) upstream.headers.append(name, value);
+      // One Headers object for every change (each property read is a call into the runtime).
+      const headers = upstream.headers;
+      for (const name of v.remove_headers) headers.delete(name);
+      for (const [name, value] of v.add_headers) headers.append(name, value);
     }
     this.#logRequest(request, url, 0, v.reason, v.cache_hit, started);
     const responseHeaders = v.response_headers;
@@ -355,7 +397,7 @@ export class McpEdgeAuth {
    * verdict and the request to forward (rebuilt around the buffered body when the core had
    * to read it).
    */
-  async #decideFully(request, url, ctx) {
+  #decideFully(request, url, ctx) {
     // One string for the core: method, scheme, authority, path, then `name:value` lines
     // (Headers values hold neither CR nor LF, and a URL's parts no LF).
     let headerBlock = '';
@@ -363,28 +405,38 @@ export class McpEdgeAuth {
     if (headerBlock.length > MAX_HEADER_BLOCK) {
       return { v: { kind: 'respond', status: 431, headers: [['content-type', 'application/json'], ['cache-control', 'no-store']], body: JSON.stringify({ error: 'invalid_request', error_description: 'The request headers are too large' }), reason: 'malformed' }, request };
     }
-    const head = `${request.method}\n${url.protocol.slice(0, -1)}\n${url.host}\n${url.pathname}${url.search}${headerBlock}`;
+    const method = request.method;
+    const head = `${method}\n${url.scheme}\n${url.host}\n${url.path}${headerBlock}`;
     this.#pump(ctx);
 
     // MCP rules look at the JSON-RPC messages of a POST: read the body (bounded) first.
-    let body = { state: 0, bytes: EMPTY };
-    if (request.method === 'POST') {
+    if (method === 'POST') {
       const limit = this.#engine.body_limit(head);
-      if (limit >= 0) {
-        const read = await readUpTo(request, limit);
-        body = read.tooLarge ? { state: 2, bytes: EMPTY } : { state: 1, bytes: read.bytes };
-        if (!read.tooLarge) {
-          const init = { method: request.method, headers: request.headers, body: read.bytes, redirect: 'manual' };
-          if (request.cf) init.cf = request.cf;
-          request = new Request(request.url, init);
-        }
-      }
+      if (limit >= 0) return this.#decideWithBody(request, url, head, limit, ctx);
     }
+    const v = this.#decide(head, NO_BODY);
+    if (v.kind === 'respond' || v.kind === 'forward') return { v, request };
+    return this.#rounds(v, request, head, NO_BODY, ctx);
+  }
 
-    let v = this.#decide(head, body);
-    // Each round is one wait for keys or for a token exchange (the core decides whether a
-    // request may wait, and never lets it wait for ever), one signature check or one
-    // introspection.
+  /** `#decideFully` for a request whose body the core reads first. */
+  async #decideWithBody(request, url, head, limit, ctx) {
+    const read = await readUpTo(request, limit);
+    const body = read.tooLarge ? { state: 2, bytes: EMPTY } : { state: 1, bytes: read.bytes };
+    if (!read.tooLarge) {
+      const init = { method: request.method, headers: request.headers, body: read.bytes, redirect: 'manual' };
+      if (request.cf) init.cf = request.cf;
+      request = new Request(url.href, init);
+    }
+    return this.#rounds(this.#decide(head, body), request, head, body, ctx);
+  }
+
+  /**
+   * The rounds after the first verdict, until respond or forward. Each round is one wait for
+   * keys or for a token exchange (the core decides whether a request may wait, and never lets
+   * it wait for ever), one signature check or one introspection.
+   */
+  async #rounds(v, request, head, body, ctx) {
     for (;;) {
       if (v.kind === 'respond' || v.kind === 'forward') return { v, request };
       if (v.kind === 'wait') {
@@ -528,6 +580,8 @@ export class McpEdgeAuth {
 
   /** Resumes the requests the schedule wakes; while some wait, a timer keeps their deadline. */
   #wakeReady() {
+    // No request waits (and so no timer runs): the schedule has nobody to wake.
+    if (this.#waiters.size === 0 && this.#timer === null) return;
     const e = this.#engine;
     const now = Date.now();
     for (let w = e.poll_wake(now); w !== undefined; w = e.poll_wake(now)) {

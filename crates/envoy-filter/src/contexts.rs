@@ -35,6 +35,16 @@ impl Root {
 }
 
 impl Context for Root {
+    /// The VM is going away: what it counted since the last tick goes to Envoy first.
+    fn on_done(&mut self) -> bool {
+        if let Ok(slot) = self.filter.try_borrow() {
+            if let Some(f) = slot.as_ref() {
+                f.flush_metrics();
+            }
+        }
+        true
+    }
+
     fn on_http_call_response(
         &mut self,
         token: u32,
@@ -64,6 +74,9 @@ impl RootContext for Root {
         let Ok(mut slot) = self.filter.try_borrow_mut() else {
             return false;
         };
+        if let Some(old) = slot.as_ref() {
+            old.flush_metrics();
+        }
         match Filter::build(host::plugin_configuration().as_deref()) {
             Ok(f) => {
                 host::info(|| f.summary());
@@ -156,15 +169,17 @@ impl Stream {
         self.after(filter, state, req, step)
     }
 
-    /// Carries out a verdict made on the headers alone.
+    /// Carries out a verdict made on the headers alone, at `now_ms` (the decision's clock
+    /// reading: one host call per request).
     fn settle(
         &self,
         filter: &mut Filter,
         state: &mut StreamState,
         req: OwnedRequest,
         verdict: Verdict,
+        now_ms: u64,
     ) -> Action {
-        let step = filter.settle(&req, verdict, state, host::now_ms(), None);
+        let step = filter.settle(&req, verdict, state, now_ms, None);
         self.after(filter, state, req, step)
     }
 
@@ -322,7 +337,9 @@ impl HttpContext for Stream {
         self.with_filter(|filter, state| {
             let now_ms = host::now_ms();
             match filter.decide_headers(&req, end_of_stream, now_ms) {
-                HeadersVerdict::Decided(verdict) => self.settle(filter, state, req, verdict),
+                HeadersVerdict::Decided(verdict) => {
+                    self.settle(filter, state, req, verdict, now_ms)
+                }
                 HeadersVerdict::ReadBody { limit } if filter.holds_headers() => {
                     let weak = Rc::downgrade(&self.state);
                     filter.start_body(self.id, weak, req, limit, state, now_ms);

@@ -602,6 +602,12 @@ impl Filter {
         Step::Forwarded
     }
 
+    /// Hands the VM's counts to Envoy (the tick does; so do a new configuration and the
+    /// VM's end).
+    pub fn flush_metrics(&self) {
+        self.metrics.flush();
+    }
+
     /// Counts a request let through (and whether the token cache decided it).
     pub fn count_forward(&self, reason: Reason, cache_hit: bool) {
         self.metrics.decision(reason);
@@ -642,6 +648,7 @@ impl Filter {
     /// out the fetches the schedule wants, decide the requests it wakes, and answer requests
     /// whose body never came.
     pub fn on_tick(&mut self, root_id: u32, now_ms: u64) {
+        self.metrics.flush();
         for i in 0..self.remotes.len() {
             self.sync(i, now_ms);
         }

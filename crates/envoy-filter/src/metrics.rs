@@ -3,6 +3,13 @@
 //! Every VM defines the same names; Envoy keeps one stat per name, so the counters add up
 //! over all workers. Envoy puts custom Wasm metrics under `wasmcustom.` in `/stats`
 //! (`envoy_wasmcustom_mcp_edge_auth_…` in `/stats/prometheus`).
+//!
+//! A request only adds to counts kept in the VM; the root context's tick hands them to Envoy
+//! ([`Metrics::flush`], at least once a second), so a cache hit makes no metrics host call.
+//! Envoy itself flushes stats to its sinks every 5 s by default; `/stats` lags by at most
+//! one tick.
+
+use std::cell::Cell;
 
 use mcp_edge_auth_core::exchange;
 use mcp_edge_auth_core::Reason;
@@ -17,18 +24,25 @@ pub(crate) fn reason_name(r: Reason) -> String {
     format!("{PREFIX}{}", r.counter_name())
 }
 
-/// Ids of the counters this VM defined (a failed definition leaves `None`: counting is
-/// never worth failing a request for).
+/// One counter: the id Envoy gave it (a failed definition leaves `None`: counting is never
+/// worth failing a request for) and what this VM counted since the last flush.
+#[derive(Debug, Default)]
+struct Counter {
+    id: Option<u32>,
+    pending: Cell<u64>,
+}
+
+/// The counters this VM defined.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    reasons: Vec<(Reason, Option<u32>)>,
-    jwks_fetch_ok: Option<u32>,
-    jwks_fetch_failed: Option<u32>,
-    token_cache_hit: Option<u32>,
-    token_cache_miss: Option<u32>,
-    body_unavailable: Option<u32>,
+    reasons: Vec<(Reason, Counter)>,
+    jwks_fetch_ok: Counter,
+    jwks_fetch_failed: Counter,
+    token_cache_hit: Counter,
+    token_cache_miss: Counter,
+    body_unavailable: Counter,
     /// Token exchange: issued, failed, cache hits ([`exchange::COUNTERS`]).
-    exchange: [Option<u32>; 3],
+    exchange: [Counter; 3],
 }
 
 /// Requests answered 500 because Envoy withheld their body from the filter (the plugin
@@ -36,13 +50,23 @@ pub(crate) struct Metrics {
 /// core [`Reason`]; named like one so that the `reason` tag picks it up.
 pub(crate) const BODY_UNAVAILABLE: &str = "requests_denied.body_unavailable";
 
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+fn counter(name: &str) -> Counter {
+    Counter {
+        id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+        pending: Cell::new(0),
+    }
 }
 
-fn bump(id: Option<u32>) {
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+fn bump(c: &Counter) {
+    c.pending.set(c.pending.get().saturating_add(1));
+}
+
+impl Counter {
+    fn flush(&self) {
+        let n = self.pending.replace(0);
+        if let (Some(id), true) = (self.id, n > 0) {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -64,42 +88,63 @@ impl Metrics {
         }
     }
 
+    /// Hands what this VM counted since the last flush to Envoy (one host call per counter
+    /// that moved).
+    pub fn flush(&self) {
+        for (_, c) in &self.reasons {
+            c.flush();
+        }
+        for c in [
+            &self.jwks_fetch_ok,
+            &self.jwks_fetch_failed,
+            &self.token_cache_hit,
+            &self.token_cache_miss,
+            &self.body_unavailable,
+        ]
+        .into_iter()
+        .chain(&self.exchange)
+        {
+            c.flush();
+        }
+    }
+
     /// A token exchange ended: issued (`ok`) or not.
     pub fn exchange(&self, ok: bool) {
-        bump(self.exchange.get(usize::from(!ok)).copied().flatten());
+        if let Some(c) = self.exchange.get(usize::from(!ok)) {
+            bump(c);
+        }
     }
 
     /// A forward's upstream token came from the exchange cache.
     pub fn exchange_cache_hit(&self) {
-        bump(self.exchange.get(2).copied().flatten());
+        if let Some(c) = self.exchange.get(2) {
+            bump(c);
+        }
     }
 
     pub fn decision(&self, r: Reason) {
-        bump(
-            self.reasons
-                .iter()
-                .find(|(x, _)| *x == r)
-                .and_then(|(_, id)| *id),
-        );
+        if let Some((_, c)) = self.reasons.iter().find(|(x, _)| *x == r) {
+            bump(c);
+        }
     }
 
     pub fn fetch(&self, ok: bool) {
         bump(if ok {
-            self.jwks_fetch_ok
+            &self.jwks_fetch_ok
         } else {
-            self.jwks_fetch_failed
+            &self.jwks_fetch_failed
         });
     }
 
     pub fn body_unavailable(&self) {
-        bump(self.body_unavailable);
+        bump(&self.body_unavailable);
     }
 
     pub fn cache(&self, hit: bool) {
         bump(if hit {
-            self.token_cache_hit
+            &self.token_cache_hit
         } else {
-            self.token_cache_miss
+            &self.token_cache_miss
         });
     }
 }
