@@ -479,17 +479,21 @@ impl Modulus {
 /// `s` of the products and the exact sum `h` of their high halves: the column is then
 /// `Σ lo + h·2³²` with `Σ lo = s - h·2³²` (mod 2⁶⁴, and below 2⁶⁴ for fewer than 2³²
 /// products), which spares masking each product.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
 #[derive(Clone, Copy)]
-struct Acc {
+struct Scalar {
     s: u64,
     h: u64,
 }
 
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-impl Acc {
-    fn new() -> Acc {
-        Acc { s: 0, h: 0 }
+impl Scalar {
+    fn new() -> Scalar {
+        Scalar { s: 0, h: 0 }
+    }
+
+    fn product(&mut self, x: u32, y: u32) {
+        let p = u64::from(x) * u64::from(y);
+        self.s = self.s.wrapping_add(p);
+        self.h += p >> 32;
     }
 
     /// Adds `x_i·y_i` over the shorter length.
@@ -497,12 +501,6 @@ impl Acc {
         for (&a, &b) in x.iter().zip(y) {
             self.product(a, b);
         }
-    }
-
-    fn product(&mut self, x: u32, y: u32) {
-        let p = u64::from(x) * u64::from(y);
-        self.s = self.s.wrapping_add(p);
-        self.h += p >> 32;
     }
 
     /// Twice the sum (the cross products of a square).
@@ -517,16 +515,19 @@ impl Acc {
     }
 }
 
-/// [`Acc`] with Wasm SIMD: four products per step, two per `i64x2.extmul_*_i32x4_u`, in two
-/// 64-bit lanes each for `s` and `h` (added together once, in [`Acc::sum`]).
+/// Without SIMD, a column is summed one product at a time.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+type Acc = Scalar;
+
+/// [`Scalar`] with Wasm SIMD: four products per step, two per `i64x2.extmul_*_i32x4_u`, in
+/// two 64-bit lanes each for `s` and `h` (added together once, in [`Acc::sum`]); the
+/// products outside whole steps go to `tail`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[derive(Clone, Copy)]
 struct Acc {
     s: core::arch::wasm32::v128,
     h: core::arch::wasm32::v128,
-    /// Products outside the vector steps.
-    ts: u64,
-    th: u64,
+    tail: Scalar,
     /// An opaque zero (see [`Acc::dot`]).
     zero: core::arch::wasm32::v128,
 }
@@ -538,8 +539,7 @@ impl Acc {
         Acc {
             s: u64x2_splat(0),
             h: u64x2_splat(0),
-            ts: 0,
-            th: 0,
+            tail: Scalar::new(),
             zero: u32x4_splat(core::hint::black_box(0)),
         }
     }
@@ -573,15 +573,11 @@ impl Acc {
             h = u64x2_add(h, u64x2_add(u64x2_shr(p0, 32), u64x2_shr(p1, 32)));
         }
         (self.s, self.h) = (s, h);
-        for (&a, &b) in xr.iter().zip(yr) {
-            self.product(a, b);
-        }
+        self.tail.dot(xr, yr);
     }
 
     fn product(&mut self, x: u32, y: u32) {
-        let p = u64::from(x) * u64::from(y);
-        self.ts = self.ts.wrapping_add(p);
-        self.th += p >> 32;
+        self.tail.product(x, y);
     }
 
     /// Twice the sum (the cross products of a square).
@@ -589,18 +585,17 @@ impl Acc {
         use core::arch::wasm32::u64x2_shl;
         self.s = u64x2_shl(self.s, 1);
         self.h = u64x2_shl(self.h, 1);
-        self.ts = self.ts.wrapping_shl(1);
-        self.th <<= 1;
+        self.tail.double();
     }
 
     /// `(Σ lo, Σ hi)`: the sum is `Σ lo + Σ hi·2³²`.
     fn sum(self) -> (u64, u64) {
         use core::arch::wasm32::u64x2_extract_lane;
-        let s = u64x2_extract_lane::<0>(self.s)
-            .wrapping_add(u64x2_extract_lane::<1>(self.s))
-            .wrapping_add(self.ts);
-        let h = u64x2_extract_lane::<0>(self.h) + u64x2_extract_lane::<1>(self.h) + self.th;
-        (s.wrapping_sub(h << 32), h)
+        let s = u64x2_extract_lane::<0>(self.s).wrapping_add(u64x2_extract_lane::<1>(self.s));
+        let h = u64x2_extract_lane::<0>(self.h) + u64x2_extract_lane::<1>(self.h);
+        // The halves' sums add up (the identity is linear).
+        let (lo, hi) = self.tail.sum();
+        (s.wrapping_sub(h << 32).wrapping_add(lo), h + hi)
     }
 }
 
