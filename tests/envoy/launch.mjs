@@ -98,10 +98,10 @@ export function bootstrap({ port, adminPort, configValue, jwksPort, upstreamPort
   };
 }
 
-/** Reads the filter's counters from the admin API: { 'requests_allowed': 3, … }. */
 /** Longer than the filter's longest tick (1 s): every VM has flushed its counts. */
 export const STATS_SETTLE_MS = 1200;
 
+/** Reads the filter's counters from the admin API: { 'requests_allowed': 3, … }. */
 export async function filterStats(adminUrl) {
   const res = await send(`${adminUrl}/stats?filter=mcp_edge_auth`);
   const out = {};

@@ -93,6 +93,14 @@ describe('workerd: proxy Worker', () => {
     assert.ok(!JSON.stringify(u).includes(t), 'the token reaches the origin nowhere');
   });
 
+  it('keeps the rest of a query as the URL has it when it strips the token (a query ending in "?")', async () => {
+    const t = await token();
+    upstream.clear();
+    const res = await send(`http://127.0.0.1:${port}/mcp?access_token=${t}&x=1?`, { headers: bearer(t) });
+    assert.equal(res.status, 200, res.body);
+    assert.equal(upstream.last().url, '/mcp?x=1?');
+  });
+
   it('HEAD on the metadata answers without a body', async () => {
     const res = await send(`http://127.0.0.1:${port}/.well-known/oauth-protected-resource/mcp`, { method: 'HEAD' });
     assert.equal(res.status, 200);

@@ -210,8 +210,12 @@ function urlParts(href) {
     const host = href.slice(sep + 3, slash);
     if (!host.includes('@')) {
       let path = href.slice(slash);
-      if (path.endsWith('?')) path = path.slice(0, -1); // URL.search is '' for an empty query
-      const q = path.indexOf('?');
+      let q = path.indexOf('?');
+      if (q === path.length - 1) {
+        // An empty query: URL.search is '' (a query that merely ends in '?' is kept whole).
+        path = path.slice(0, -1);
+        q = -1;
+      }
       return { href, scheme, host, path, pathname: q < 0 ? path : path.slice(0, q), origin: href.slice(0, slash) };
     }
   }
