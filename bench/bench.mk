@@ -10,6 +10,9 @@
 # make bench-report    BENCHMARKS.md and the plot from the results in .build/bench/
 # make bench-profile   (not in make bench; needs perf; ~4 min) where the filter's time goes: adds a
 #                      section to BENCHMARKS.md (bench/profile.mjs)
+# make bench-filter-host  (not in make bench; ~1 min) the filter's Wasm time of a cache hit
+#                      beside the floor filter's, in Node without Envoy (bench/filter-host.mjs):
+#                      an A/B of a change in seconds; prints, writes nothing
 # Each bench-* target rewrites BENCHMARKS.md from whatever results .build/bench/ holds.
 # Knobs (environment or make variables): BENCH_SECONDS (2 per cell), BENCH_ROUNDS (5),
 # BENCH_CONCURRENCY (1,2), BENCH_ALGS (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
@@ -27,7 +30,7 @@ export BENCH_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_ALGS BENCH_WORKER_ALGS
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
-        bench-build-micro bench-build-floor
+        bench-build-micro bench-build-floor bench-filter-host
 
 # wrk (soak-tools), Envoy (setup-python), workerd and jose (setup-node), clang and llvm-ar
 # (Debian), matplotlib (pinned, into the project venv).
@@ -47,6 +50,12 @@ bench-build-micro: bench-tools
 bench-build-floor: bench-tools
 	CC_wasm32_wasip1=clang AR_wasm32_wasip1=$(BENCH_AR) \
 	  $(CARGO) build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1 --release
+
+# The filter's own Wasm time of a cache hit beside the floor filter's, in Node without Envoy
+# (bench/filter-host.mjs): seconds per A/B of a change. Prints, writes nothing.
+bench-filter-host: bench-tools envoy-wasm bench-build-floor
+	node --no-liftoff --no-warnings bench/filter-host.mjs $(ROOT)/target/wasm32-wasip1/release/examples/floor_filter.wasm headers
+	node --no-liftoff --no-warnings bench/filter-host.mjs $(ENVOY_WASM)
 
 define BENCH_REPORT
 	node bench/report.mjs

@@ -460,7 +460,7 @@ impl Gateway {
             Verdict::Respond(r)
         };
 
-        let token = match bearer::extract(req) {
+        let token = match bearer::credentials(req) {
             Bearer::None => {
                 trace.step(Check::Credentials, false, || {
                     "no Authorization: Bearer header (the challenge starts discovery)".into()
@@ -473,6 +473,30 @@ impl Gateway {
             }
             Bearer::Token(t) => t,
         };
+        // The cache first: a token found there passed every check below when it was cached
+        // (`token68` included, which reads every byte), under this same config.
+        let hash = cache.hash(token);
+        let (hit, stale) = match cache.get(&hash, token, ri, now) {
+            None => (None, false),
+            Some(hit) => match hit.generation {
+                Some(g) if g != keys.generation(hit.issuer) || !keys.usable(hit.issuer, now) => {
+                    (None, true)
+                }
+                _ => (
+                    Some((hit.identity.clone(), hit.claim_headers.clone())),
+                    false,
+                ),
+            },
+        };
+        if stale {
+            // Its issuer's keys changed since: checked again below.
+            cache.remove(&hash);
+        }
+        if hit.is_none() && !bearer::is_token68(token) {
+            let d = "The bearer credentials are malformed";
+            trace.step(Check::Credentials, false, || d.into());
+            return with_cors(challenge::invalid_request(res, d), &cors);
+        }
         trace.step(Check::Credentials, true, || {
             alloc::format!("a bearer token of {} bytes", token.len())
         });
@@ -532,24 +556,14 @@ impl Gateway {
             lists,
         };
 
-        let hash = cache.hash(token);
-        if let Some(hit) = cache.get(&hash, token, ri, now) {
-            let still_good = match hit.generation {
-                None => true,
-                Some(g) => g == keys.generation(hit.issuer) && keys.usable(hit.issuer, now),
+        if let Some((identity, headers)) = hit {
+            let subject = Subject {
+                resource: ri,
+                token,
             };
-            if still_good {
-                let identity = hit.identity.clone();
-                let headers = hit.claim_headers.clone();
-                let subject = Subject {
-                    resource: ri,
-                    token,
-                };
-                return self
-                    .finish(res, subject, identity, headers, base, true)
-                    .into();
-            }
-            cache.remove(&hash);
+            return self
+                .finish(res, subject, identity, headers, base, true)
+                .into();
         }
 
         if !token.contains('.') {

@@ -143,6 +143,13 @@ fn the_cache_remembers_verified_tokens_and_forgets_on_rotation_and_expiry() {
     assert_eq!(first.add_headers, second.add_headers);
     assert_eq!(first.identity, second.identity);
     assert_eq!(w.cache.len(), 1);
+    // A hit skips the `token68` check (the cached token passed it): a token that is not
+    // the cached one, however close, is still refused as malformed, 400, not a hit.
+    for bad in [format!("{t}!"), format!("{t}=x"), t.replacen('.', "*", 1)] {
+        let r = respond(w.with_token(&bad));
+        assert_eq!(r.status, 400, "{bad:?}");
+        assert!(r.body.contains("malformed"), "{}", r.body);
+    }
     // Same keys refetched: entries stay valid.
     w.keys
         .install_jwks(ID, &jwks(&[e.jwk()]), None, NOW + 1)
