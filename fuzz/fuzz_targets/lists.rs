@@ -119,10 +119,10 @@ fuzz_target!(|data: (bool, bool, u8, &[u8])| {
     };
     let mut req = Request::new("POST", "https", "mcp.example.com", "/mcp", &[]);
     req.body = Body::Bytes(request.as_bytes());
-    let identity = Identity {
+    let identity = std::sync::Arc::new(Identity {
         scopes: vec!["mcp:read".into()],
         ..Identity::default()
-    };
+    });
     let filter = gateway.list_filter(&req, &identity).expect("list requests are tracked");
     let content_type = if sse { "text/event-stream" } else { "application/json" };
     let (mut body, _) = filter

@@ -326,7 +326,7 @@ fn answer(steps: &[Step], a: Answer<'_>) -> ExitCode {
             if !f.remove_headers.is_empty() {
                 println!("  removed: {}", f.remove_headers.join(", "));
             }
-            for (n, v) in &f.add_headers {
+            for (n, v) in f.add_headers.iter() {
                 println!("  added: {n}: {v}");
             }
             if let Some(l) = &f.lists {

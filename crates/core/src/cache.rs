@@ -22,7 +22,7 @@
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
-use alloc::vec::Vec;
+use alloc::sync::Arc;
 use core::hash::Hasher;
 
 use crate::http::Identity;
@@ -85,10 +85,10 @@ pub struct VerifiedToken {
     pub generation: Option<u64>,
     /// `exp` plus the issuer's leeway: the entry is void from this time on.
     pub expires_at: u64,
-    /// The verified identity.
-    pub identity: Identity,
-    /// Headers derived from claims (`claim_to_headers`).
-    pub claim_headers: Vec<(String, String)>,
+    /// The verified identity (shared with every forward a hit makes).
+    pub identity: Arc<Identity>,
+    /// Headers derived from claims (`claim_to_headers`), shared likewise.
+    pub claim_headers: Arc<[(String, String)]>,
     /// The token itself: a hit must be this very token, not only share its hash.
     pub token: Box<str>,
 }
@@ -231,8 +231,8 @@ mod tests {
             issuer: IssuerId(0),
             generation: Some(1),
             expires_at: 1_000,
-            identity: Identity::default(),
-            claim_headers: Vec::new(),
+            identity: Arc::new(Identity::default()),
+            claim_headers: Arc::from([]),
             token: token.into(),
         }
     }

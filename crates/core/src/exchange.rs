@@ -905,9 +905,9 @@ fn registered(code: &str) -> &'static str {
 /// there).
 fn with_token(mut f: Forward, header: &str, value: String) -> Forward {
     if !f.remove_headers.iter().any(|h| h == header) {
-        f.remove_headers.push(header.to_string());
+        f.remove_headers = crate::http::appended(&f.remove_headers, header.to_string());
     }
-    f.add_headers.push((header.to_string(), value));
+    f.add_headers = crate::http::appended(&f.add_headers, (header.to_string(), value));
     f
 }
 

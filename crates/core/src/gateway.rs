@@ -8,6 +8,7 @@
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -159,7 +160,8 @@ pub struct SignatureJob {
 /// Request-derived parts of a forward, computed before the token is checked.
 #[derive(Debug, Clone)]
 struct ForwardBase {
-    remove_headers: Vec<String>,
+    /// The resource's list ([`Resource`]'s `strip_headers`), shared.
+    remove_headers: Arc<[String]>,
     new_path: Option<String>,
     cors: Vec<(&'static str, String)>,
     /// Scopes the MCP rules add for this request's messages (beyond `required_scopes`).
@@ -398,8 +400,8 @@ impl Gateway {
             });
             return match self.config.unmatched {
                 Unmatched::Allow => Verdict::Forward(Forward {
-                    remove_headers: Vec::new(),
-                    add_headers: Vec::new(),
+                    remove_headers: Arc::from([]),
+                    add_headers: Arc::from([]),
                     new_path: None,
                     response_headers: Vec::new(),
                     identity: None,
@@ -531,28 +533,23 @@ impl Gateway {
         } else {
             None
         };
+        // With the body known: when it has a list request. Unknown (checked after the
+        // headers went on): for every POST to a resource that filters lists.
+        let identity_encoding = if body_rules {
+            lists.is_some()
+        } else {
+            req.method == "POST" && res.mcp.as_ref().is_some_and(|m| m.filter_lists)
+        };
         let base = ForwardBase {
-            remove_headers: {
-                let mut v: Vec<String> = res
-                    .claim_to_headers
-                    .iter()
-                    .map(|(h, _)| h.clone())
-                    .collect();
-                if !res.forward {
-                    v.push("authorization".to_string());
-                }
-                v
+            remove_headers: if identity_encoding {
+                Arc::clone(&res.strip_headers_encoding)
+            } else {
+                Arc::clone(&res.strip_headers)
             },
             new_path: bearer::strip_query_token(req.path),
             cors,
             rule_scopes,
-            // With the body known: when it has a list request. Unknown (checked after the
-            // headers went on): for every POST to a resource that filters lists.
-            identity_encoding: if body_rules {
-                lists.is_some()
-            } else {
-                req.method == "POST" && res.mcp.as_ref().is_some_and(|m| m.filter_lists)
-            },
+            identity_encoding,
             lists,
         };
 
@@ -1017,11 +1014,12 @@ impl Gateway {
             resource: p.resource,
             token: &p.token,
         };
+        let (identity, claim_headers) = (Arc::new(identity), Arc::from(claim_headers));
         let decision = self.finish(
             res,
             subject,
-            identity.clone(),
-            claim_headers.clone(),
+            Arc::clone(&identity),
+            Arc::clone(&claim_headers),
             p.base,
             false,
         );
@@ -1066,11 +1064,13 @@ impl Gateway {
             resource: p.resource,
             token: &p.token,
         };
+        let identity = Arc::new(p.identity);
+        let claim_headers: Arc<[(String, String)]> = Arc::from(p.claim_headers);
         let decision = self.finish(
             res,
             subject,
-            p.identity.clone(),
-            p.claim_headers.clone(),
+            Arc::clone(&identity),
+            Arc::clone(&claim_headers),
             p.base,
             false,
         );
@@ -1082,8 +1082,8 @@ impl Gateway {
                     issuer,
                     generation: Some(generation),
                     expires_at: p.expires_at,
-                    identity: p.identity,
-                    claim_headers: p.claim_headers,
+                    identity,
+                    claim_headers,
                     token: p.token,
                 },
                 now,
@@ -1096,8 +1096,8 @@ impl Gateway {
         &self,
         res: &Resource,
         subject: Subject<'_>,
-        identity: Identity,
-        claim_headers: Vec<(String, String)>,
+        identity: Arc<Identity>,
+        claim_headers: Arc<[(String, String)]>,
         base: ForwardBase,
         cache_hit: bool,
     ) -> Decision {
@@ -1107,16 +1107,17 @@ impl Gateway {
             return Decision::Respond(r);
         }
         let subject_exp = identity.expires_at;
-        let (mut remove_headers, mut add_headers) = (base.remove_headers, claim_headers);
-        if base.identity_encoding {
-            remove_headers.push("accept-encoding".into());
-            add_headers.push(("accept-encoding".into(), "identity".into()));
-        }
+        let add_headers = if base.identity_encoding {
+            let encoding = ("accept-encoding".to_string(), "identity".to_string());
+            crate::http::appended(&claim_headers, encoding)
+        } else {
+            claim_headers
+        };
         let lists = base
             .lists
             .map(|l| alloc::boxed::Box::new(l.filter_for(&identity)));
         let forward = Forward {
-            remove_headers,
+            remove_headers: base.remove_headers,
             add_headers,
             new_path: base.new_path,
             response_headers: base.cors,

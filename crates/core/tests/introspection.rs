@@ -79,8 +79,8 @@ fn active_token_is_forwarded_and_cached_within_bounds() {
         Some("user-7")
     );
     assert_eq!(
-        f.add_headers,
-        vec![("x-mcp-subject".into(), "user-7".into())]
+        f.add_headers.to_vec(),
+        vec![("x-mcp-subject".to_string(), "user-7".to_string())]
     );
     // Cached: no second introspection, until cache_max_seconds (60) passes.
     assert!(forward(w.with_token("tok1")).cache_hit);

@@ -13,6 +13,7 @@ use common::*;
 use mcp_edge_auth_core::lists::{private_cache_control, ListBody, ListFilter, Shape, Unfilterable};
 use mcp_edge_auth_core::{Body, Identity, Request, Verdict};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn world() -> (World, Ed) {
     let ed = Ed::new(1, "k-ed");
@@ -30,7 +31,7 @@ fn world() -> (World, Ed) {
 }
 
 /// The identity the gateway verified for `scope`, as a forward carries it.
-fn identity(w: &mut World, ed: &Ed, scope: &str, body: &str) -> Identity {
+fn identity(w: &mut World, ed: &Ed, scope: &str, body: &str) -> Arc<Identity> {
     let t = ed.token(json!({"scope": scope}));
     let auth = format!("Bearer {t}");
     let h = [("authorization", auth.as_str())];
@@ -43,7 +44,7 @@ fn identity(w: &mut World, ed: &Ed, scope: &str, body: &str) -> Identity {
 }
 
 /// The list filter of a forwarded POST carrying `request`.
-fn filter_of(w: &World, id: &Identity, request: &str) -> Option<ListFilter> {
+fn filter_of(w: &World, id: &Arc<Identity>, request: &str) -> Option<ListFilter> {
     let mut req = Request::new("POST", "https", "mcp.example.com", "/mcp", &[]);
     req.body = Body::Bytes(request.as_bytes());
     w.gw.list_filter(&req, id)
@@ -63,7 +64,7 @@ fn run(w: &World, f: ListFilter, content_type: &str, chunks: &[&[u8]]) -> (Vec<u
 }
 
 /// A JSON answer to `request`, filtered for `id`.
-fn filtered(w: &World, id: &Identity, request: &str, response: &Value) -> Value {
+fn filtered(w: &World, id: &Arc<Identity>, request: &str, response: &Value) -> Value {
     let f = filter_of(w, id, request).expect("a list request");
     let bytes = response.to_string();
     let (out, _) = run(w, f, "application/json", &[bytes.as_bytes()]);

@@ -47,7 +47,7 @@ fn valid_tokens_of_each_algorithm_are_forwarded() {
     assert!(f.remove_headers.contains(&"authorization".to_string()));
     assert!(f.remove_headers.contains(&"x-mcp-subject".to_string()));
     assert_eq!(
-        f.add_headers,
+        f.add_headers.to_vec(),
         vec![("x-mcp-subject".to_string(), "user-1".to_string())]
     );
     let id = f.identity.unwrap();
@@ -447,8 +447,8 @@ fn identity_headers_are_owned_by_the_gateway() {
     assert!(f.remove_headers.contains(&"x-mcp-subject".to_string()));
     assert!(f.remove_headers.contains(&"authorization".to_string()));
     assert_eq!(
-        f.add_headers,
-        vec![("x-mcp-subject".into(), "user-1".into())]
+        f.add_headers.to_vec(),
+        vec![("x-mcp-subject".to_string(), "user-1".to_string())]
     );
     // forward: true keeps the token (for upstreams that re-validate), never the spoofed header.
     let other = Ed::new(99, "o");

@@ -7,10 +7,10 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
-use mcp_edge_auth_core::{HeadersVerdict, OwnedBody, OwnedRequest, Verdict};
+use mcp_edge_auth_core::{HeadersVerdict, OwnedBody, OwnedRequest, Request};
 
-use crate::filter::{read_request, Filter, Phase, Step, StreamState, KICK};
-use crate::host;
+use crate::filter::{Filter, Head, Phase, Step, StreamState, KICK};
+use crate::host::{self, HeaderMap};
 
 /// The configured filter of this VM, shared by the root and every HTTP context. `None`
 /// until configured, or if the configuration was refused.
@@ -162,51 +162,45 @@ impl Stream {
 
     /// Decides the request and carries the decision out; the action for the callback that
     /// decided (headers, body or trailers: `Continue` lets the request go upstream, with
-    /// whatever body Envoy buffered; `Pause` holds it).
-    fn decide(&self, filter: &mut Filter, state: &mut StreamState, req: OwnedRequest) -> Action {
-        let now_ms = host::now_ms();
-        let step = filter.handle(&req, state, now_ms, None);
-        self.after(filter, state, req, step)
-    }
-
-    /// Carries out a verdict made on the headers alone, at `now_ms` (the decision's clock
-    /// reading: one host call per request).
-    fn settle(
+    /// whatever body Envoy buffered; `Pause` holds it). `keep` gives the request to keep
+    /// when it pauses.
+    fn decide(
         &self,
         filter: &mut Filter,
         state: &mut StreamState,
-        req: OwnedRequest,
-        verdict: Verdict,
-        now_ms: u64,
+        req: &Request<'_>,
+        keep: &mut dyn FnMut() -> OwnedRequest,
     ) -> Action {
-        let step = filter.settle(&req, verdict, state, now_ms, None);
-        self.after(filter, state, req, step)
+        let now_ms = host::now_ms();
+        let step = filter.handle(req, state, now_ms, None);
+        self.after(filter, state, keep, step)
     }
 
-    /// The action for the callback that decided; a paused request is kept for its wake-up.
+    /// The action for the callback that decided; a paused request is kept (`keep`) for its
+    /// wake-up. A request decided at once is never copied.
     fn after(
         &self,
         filter: &mut Filter,
         state: &mut StreamState,
-        req: OwnedRequest,
+        keep: &mut dyn FnMut() -> OwnedRequest,
         step: Step,
     ) -> Action {
         match step {
             Step::Forwarded if state.hold_body.is_some() => {
                 // Headers go on; the body is held until the MCP rules decide.
                 state.phase = Phase::HoldingBody;
-                state.request = Some(req);
+                state.request = Some(keep());
                 Action::Continue
             }
             Step::Forwarded => Action::Continue,
             Step::Answered | Step::Introspecting => Action::Pause,
             Step::Wait(wait) => {
-                state.request = Some(req);
+                state.request = Some(keep());
                 filter.add_waiter(self.id, Rc::downgrade(&self.state), wait);
                 Action::Pause
             }
             Step::Exchange(wait) => {
-                state.request = Some(req);
+                state.request = Some(keep());
                 filter.add_exchange_waiter(self.id, Rc::downgrade(&self.state), wait);
                 Action::Pause
             }
@@ -238,7 +232,10 @@ impl Stream {
                 return Action::Pause;
             };
             req.body = body;
-            self.decide(filter, state, req)
+            let now_ms = host::now_ms();
+            let step = req.with(|r| filter.handle(r, state, now_ms, None));
+            let mut req = Some(req);
+            self.after(filter, state, &mut || req.take().unwrap_or_default(), step)
         })
     }
 }
@@ -263,7 +260,7 @@ impl Stream {
                 // A body the host would not hand over is `NotRead`: the core answers 400.
                 host::request_body(size).map_or(OwnedBody::NotRead, OwnedBody::Bytes)
             };
-            let refusal = filter.check_body(&req, state.identity.as_ref());
+            let refusal = filter.check_body(&req, state.identity.as_deref());
             match refusal {
                 None => {
                     if let Some((reason, cache_hit)) = state.uncounted.take() {
@@ -333,26 +330,36 @@ impl HttpContext for Stream {
     /// Envoy turns the pause into "stop all iteration" and holds the body back too; the
     /// root context then answers such a request 500 after [`crate::filter::BODY_WAIT_MS`].
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let req = read_request();
-        self.with_filter(|filter, state| {
-            let now_ms = host::now_ms();
-            match filter.decide_headers(&req, end_of_stream, now_ms) {
-                HeadersVerdict::Decided(verdict) => {
-                    self.settle(filter, state, req, verdict, now_ms)
+        let map = HeaderMap::read(MapType::HttpRequestHeaders);
+        let Some(head) = Head::of(&map) else {
+            // Never from Envoy: a header map the filter cannot read is refused, not guessed at.
+            host::error(|| "unreadable request header map; answering 500".to_string());
+            host::send_response(500, &[], "");
+            return Action::Pause;
+        };
+        head.with(|req| {
+            self.with_filter(|filter, state| {
+                let now_ms = host::now_ms();
+                let keep = &mut || OwnedRequest::copy(req);
+                match filter.decide_headers(req, end_of_stream, now_ms) {
+                    HeadersVerdict::Decided(verdict) => {
+                        let step = filter.settle(req, verdict, state, now_ms, None);
+                        self.after(filter, state, keep, step)
+                    }
+                    HeadersVerdict::ReadBody { limit } if filter.holds_headers() => {
+                        let weak = Rc::downgrade(&self.state);
+                        filter.start_body(self.id, weak, keep(), limit, state, now_ms);
+                        Action::Pause
+                    }
+                    HeadersVerdict::ReadBody { limit } => {
+                        // A stock WasmPlugin / EnvoyExtensionPolicy: Envoy delivers no body to
+                        // a filter that paused the headers. Check the token now, let the
+                        // headers go, and hold the body until the rules decide.
+                        state.hold_body = Some(limit);
+                        self.decide(filter, state, req, keep)
+                    }
                 }
-                HeadersVerdict::ReadBody { limit } if filter.holds_headers() => {
-                    let weak = Rc::downgrade(&self.state);
-                    filter.start_body(self.id, weak, req, limit, state, now_ms);
-                    Action::Pause
-                }
-                HeadersVerdict::ReadBody { limit } => {
-                    // A stock WasmPlugin / EnvoyExtensionPolicy: Envoy delivers no body to a
-                    // filter that paused the headers. Check the token now, let the headers
-                    // go, and hold the body until the rules decide.
-                    state.hold_body = Some(limit);
-                    self.decide(filter, state, req)
-                }
-            }
+            })
         })
     }
 

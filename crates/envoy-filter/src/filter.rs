@@ -16,6 +16,7 @@
 
 use std::cell::RefCell;
 use std::rc::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_edge_auth_core::config::{self, Loaded};
@@ -29,12 +30,13 @@ use mcp_edge_auth_core::keys::InstallReport;
 use mcp_edge_auth_core::lists::{ListBody, ListFilter};
 use mcp_edge_auth_core::{
     Begin, Config, ExchangeWait, Exchanges, Forward, Gateway, HeadersVerdict, IssuerId,
-    KeySchedule, KeyStore, OwnedRequest, Reason, Response, TokenCache, Verdict, Wait, WaitId,
+    KeySchedule, KeyStore, OwnedRequest, Reason, Request, Response, TokenCache, Verdict, Wait,
+    WaitId,
 };
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::host;
+use crate::host::{self, HeaderMap};
 use crate::metrics::Metrics;
 use crate::shared::{self, Document};
 
@@ -61,21 +63,92 @@ const BODY_TICK: Duration = Duration::from_millis(250);
 /// The plugin-config setting request bodies need (named in the log and the 500 body).
 pub(crate) const STOP_ITERATION_KNOB: &str = "allow_on_headers_stop_iteration";
 
-/// Reads the current request's headers into the core's owned request (kept while its body
-/// is read or while it waits for keys).
-pub(crate) fn read_request() -> OwnedRequest {
-    let mut req = OwnedRequest::default();
-    for (name, value) in host::headers(MapType::HttpRequestHeaders) {
-        match name.as_str() {
-            ":method" => req.method = value,
-            ":scheme" => req.scheme = value,
-            ":authority" => req.authority = value,
-            ":path" => req.path = value,
-            n if n.starts_with(':') => {}
-            _ => req.headers.push((name, value)),
+/// The current request's head as the core sees it, read with one host call and looked at in
+/// place ([`HeaderMap`]): a request decided at once (a cache hit, a refusal) is never copied;
+/// one that has to wait is kept as an [`OwnedRequest`] ([`OwnedRequest::copy`]).
+pub(crate) enum Head<'a> {
+    /// Every name and value is UTF-8 (in practice, always): borrowed from the map.
+    Borrowed {
+        /// `:method`, `:scheme`, `:authority`, `:path`.
+        pseudo: [&'a str; 4],
+        headers: Vec<(&'a str, &'a str)>,
+    },
+    /// Some value is not UTF-8 (an `obs-text` byte): converted lossily. A mangled
+    /// `Authorization` or `Origin` value is refused by the core like any other bad value.
+    Lossy {
+        pseudo: [String; 4],
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// Which pseudo-header a name is (its place in `Head`'s `pseudo`), if one the core reads.
+fn pseudo_index(name: &[u8]) -> Option<usize> {
+    [&b":method"[..], b":scheme", b":authority", b":path"]
+        .iter()
+        .position(|p| *p == name)
+}
+
+impl<'a> Head<'a> {
+    /// The head in `map` (the request headers); `None` if the host's map is malformed
+    /// (never from Envoy; the request is then refused).
+    pub fn of(map: &'a HeaderMap) -> Option<Head<'a>> {
+        let pairs = map.pairs()?;
+        let mut pseudo = [""; 4];
+        let mut headers = Vec::with_capacity(pairs.len());
+        for &(name, value) in &pairs {
+            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
+            else {
+                return Some(Head::lossy(&pairs));
+            };
+            match pseudo_index(name.as_bytes()) {
+                Some(i) => {
+                    if let Some(slot) = pseudo.get_mut(i) {
+                        *slot = value;
+                    }
+                }
+                None if name.starts_with(':') => {}
+                None => headers.push((name, value)),
+            }
         }
+        Some(Head::Borrowed { pseudo, headers })
     }
-    req
+
+    /// A head with a value that is not UTF-8, converted lossily.
+    fn lossy(pairs: &[(&[u8], &[u8])]) -> Head<'a> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut pseudo: [String; 4] = Default::default();
+        let mut headers = Vec::new();
+        for &(name, value) in pairs {
+            match pseudo_index(name) {
+                Some(i) => {
+                    if let Some(slot) = pseudo.get_mut(i) {
+                        *slot = text(value);
+                    }
+                }
+                None if name.starts_with(b":") => {}
+                None => headers.push((text(name), text(value))),
+            }
+        }
+        Head::Lossy { pseudo, headers }
+    }
+
+    /// Runs `f` on the core's view of the request (one instantiation of `f` for both forms:
+    /// it is the whole request-headers callback).
+    pub fn with<R>(&self, f: impl FnOnce(&Request<'_>) -> R) -> R {
+        let lossy: Vec<(&str, &str)>;
+        let (pseudo, headers): ([&str; 4], &[(&str, &str)]) = match self {
+            Head::Borrowed { pseudo, headers } => (*pseudo, headers),
+            Head::Lossy { pseudo, headers } => {
+                lossy = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                (pseudo.each_ref().map(String::as_str), &lossy)
+            }
+        };
+        let [method, scheme, authority, path] = pseudo;
+        f(&Request::new(method, scheme, authority, path, headers))
+    }
 }
 
 /// Where a request stands.
@@ -119,7 +192,7 @@ pub(crate) struct StreamState {
     /// then decided without its MCP rules, and checked against them when the body is in.
     pub hold_body: Option<usize>,
     /// The verified identity of a forwarded request (what a held body is checked against).
-    pub identity: Option<mcp_edge_auth_core::Identity>,
+    pub identity: Option<Arc<mcp_edge_auth_core::Identity>>,
     /// A forward whose body is held is counted only once the body is let go: its reason and
     /// whether the token cache decided it.
     pub uncounted: Option<(Reason, bool)>,
@@ -290,19 +363,17 @@ impl Filter {
     /// much of the body to read first.
     pub fn decide_headers(
         &mut self,
-        req: &OwnedRequest,
+        req: &Request<'_>,
         end_of_stream: bool,
         now_ms: u64,
     ) -> HeadersVerdict {
-        req.with(|r| {
-            self.gateway.decide_headers(
-                r,
-                end_of_stream,
-                now_ms / 1000,
-                &self.keys,
-                &mut self.cache,
-            )
-        })
+        self.gateway.decide_headers(
+            req,
+            end_of_stream,
+            now_ms / 1000,
+            &self.keys,
+            &mut self.cache,
+        )
     }
 
     /// Keeps a request whose decision needs its body (at most `limit` bytes) in `state`, to
@@ -344,7 +415,7 @@ impl Filter {
     /// wait once more.
     pub fn handle(
         &mut self,
-        req: &OwnedRequest,
+        req: &Request<'_>,
         state: &mut StreamState,
         now_ms: u64,
         previous: Option<WaitId>,
@@ -354,16 +425,14 @@ impl Filter {
     }
 
     /// Decides `req`, without its MCP rules when the body is held (`deferring`).
-    fn decide(&mut self, req: &OwnedRequest, now_ms: u64, deferring: bool) -> Verdict {
+    fn decide(&mut self, req: &Request<'_>, now_ms: u64, deferring: bool) -> Verdict {
         let now = now_ms / 1000;
-        req.with(|r| {
-            if deferring {
-                self.gateway
-                    .decide_deferring_body(r, now, &self.keys, &mut self.cache)
-            } else {
-                self.gateway.decide(r, now, &self.keys, &mut self.cache)
-            }
-        })
+        if deferring {
+            self.gateway
+                .decide_deferring_body(req, now, &self.keys, &mut self.cache)
+        } else {
+            self.gateway.decide(req, now, &self.keys, &mut self.cache)
+        }
     }
 
     /// Whether this plugin may hold headers while it reads a body (the operator set
@@ -390,7 +459,7 @@ impl Filter {
     pub fn list_filter(
         &self,
         req: &OwnedRequest,
-        identity: Option<&mcp_edge_auth_core::Identity>,
+        identity: Option<&Arc<mcp_edge_auth_core::Identity>>,
     ) -> Option<Box<ListFilter>> {
         let identity = identity?;
         req.with(|r| self.gateway.list_filter(r, identity))
@@ -411,7 +480,7 @@ impl Filter {
     /// whether another VM fetched them since the last tick.
     pub fn settle(
         &mut self,
-        req: &OwnedRequest,
+        req: &Request<'_>,
         verdict: Verdict,
         state: &mut StreamState,
         now_ms: u64,
@@ -587,10 +656,10 @@ impl Filter {
             let cached = if f.cache_hit { ", token cache hit" } else { "" };
             format!("forwarded ({}{cached})", f.reason.as_str())
         });
-        for name in &f.remove_headers {
+        for name in f.remove_headers.iter() {
             host::remove_header(MapType::HttpRequestHeaders, name);
         }
-        for (name, value) in &f.add_headers {
+        for (name, value) in f.add_headers.iter() {
             host::add_header(MapType::HttpRequestHeaders, name, value);
         }
         if let Some(path) = &f.new_path {
@@ -1099,7 +1168,7 @@ impl Filter {
         now_ms: u64,
         previous: Option<WaitId>,
     ) {
-        match self.handle(&req, state, now_ms, previous) {
+        match req.with(|r| self.handle(r, state, now_ms, previous)) {
             Step::Forwarded => {
                 if state.hold_body.is_some() {
                     state.phase = Phase::HoldingBody;
@@ -1329,6 +1398,34 @@ mod tests {
             http_uri["cluster"] = c.into();
         }
         serde_json::json!({ "issuer": "https://as.example.com", "remote_jwks": { "http_uri": http_uri } })
+    }
+
+    #[test]
+    fn the_head_is_read_in_place_and_a_value_that_is_not_utf8_lossily() {
+        let map = HeaderMap::from_pairs(&[
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":authority", b"mcp.example.com"),
+            (b":path", b"/mcp"),
+            (b"authorization", b"Bearer t"),
+        ]);
+        let head = Head::of(&map).unwrap();
+        assert!(matches!(head, Head::Borrowed { .. }));
+        head.with(|r| {
+            assert_eq!(
+                (r.method, r.scheme, r.authority, r.path),
+                ("GET", "https", "mcp.example.com", "/mcp")
+            );
+            assert_eq!(r.headers, &[("authorization", "Bearer t")]);
+        });
+        let map = HeaderMap::from_pairs(&[(b":path", b"/mcp"), (b"origin", b"https://caf\xe9")]);
+        let head = Head::of(&map).unwrap();
+        assert!(matches!(head, Head::Lossy { .. }));
+        head.with(|r| {
+            assert_eq!(r.path, "/mcp");
+            assert_eq!(r.headers, &[("origin", "https://caf\u{fffd}")]);
+        });
+        assert!(Head::of(&HeaderMap::from_bytes(vec![9, 0, 0, 0])).is_none());
     }
 
     #[test]

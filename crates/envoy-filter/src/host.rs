@@ -65,16 +65,117 @@ pub(crate) fn error(msg: impl FnOnce() -> String) {
     log(LogLevel::Error, msg);
 }
 
-fn lossy(v: Vec<u8>) -> String {
-    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// A header map as the host serialised it (proxy-wasm ABI 0.2): a `u32` pair count, a `u32`
+/// name length and value length per pair, then each name and each value followed by a NUL;
+/// little-endian.
+///
+/// Read in one host call into one buffer and looked at in place. The SDK's
+/// `get_map_bytes` copies every name and value into a `String` and a `Vec` of its own: on a
+/// cache hit those ~20 allocations and copies were most of the filter's own Wasm time. (It
+/// also panics on a map it cannot parse or a name that is not UTF-8; this never does.)
+pub(crate) struct HeaderMap(Vec<u8>);
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // Declared exactly as the SDK declares it (proxy-wasm 0.2, `hostcalls.rs`).
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> proxy_wasm::types::Status;
 }
 
-/// Every header of a map, repeats kept, values converted lossily.
+impl HeaderMap {
+    /// Reads a whole map (empty if the host has none for this context).
+    #[cfg(target_arch = "wasm32")]
+    #[allow(unsafe_code)] // one host call; the buffer is the SDK's own allocation
+    pub(crate) fn read(map: MapType) -> HeaderMap {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer to `size` bytes it obtained from this module's
+        // `proxy_on_memory_allocate` (the SDK's allocator: a boxed slice of exactly `size`
+        // bytes), which is ours to free; that is what the SDK's own `get_map_bytes` does.
+        unsafe {
+            match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+                proxy_wasm::types::Status::Ok if !data.is_null() => {
+                    HeaderMap(Vec::from_raw_parts(data, size, size))
+                }
+                _ => HeaderMap(Vec::new()),
+            }
+        }
+    }
+
+    /// Native builds (unit tests) have no host.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn read(_map: MapType) -> HeaderMap {
+        HeaderMap(Vec::new())
+    }
+
+    /// Every pair, in order, repeats kept; `None` if the buffer is not a well-formed map.
+    pub(crate) fn pairs(&self) -> Option<Vec<(&[u8], &[u8])>> {
+        let b = self.0.as_slice();
+        if b.is_empty() {
+            return Some(Vec::new());
+        }
+        let word = |at: usize| -> Option<usize> {
+            let bytes = b.get(at..at.checked_add(4)?)?;
+            let w = u32::from_le_bytes(bytes.try_into().ok()?);
+            usize::try_from(w).ok()
+        };
+        let n = word(0)?;
+        // Eight bytes of lengths per pair: a count the buffer cannot hold is malformed (and
+        // never allocates on a lie).
+        let mut at = n.checked_mul(8)?.checked_add(4)?;
+        if at > b.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let lens = 4 + i * 8;
+            let (name_len, value_len) = (word(lens)?, word(lens + 4)?);
+            let name = b.get(at..at.checked_add(name_len)?)?;
+            at = at.checked_add(name_len)?.checked_add(1)?;
+            let value = b.get(at..at.checked_add(value_len)?)?;
+            at = at.checked_add(value_len)?.checked_add(1)?;
+            out.push((name, value));
+        }
+        Some(out)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> HeaderMap {
+        HeaderMap(bytes)
+    }
+
+    /// The map the host would hand over for `pairs` (tests).
+    #[cfg(test)]
+    #[allow(clippy::cast_possible_truncation)]
+    pub(crate) fn from_pairs(pairs: &[(&[u8], &[u8])]) -> HeaderMap {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend((n.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend(*n);
+            out.push(0);
+            out.extend(*v);
+            out.push(0);
+        }
+        HeaderMap(out)
+    }
+}
+
+/// Every header of a map, repeats kept, names and values converted lossily (none if the
+/// host's map is malformed).
 pub(crate) fn headers(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    HeaderMap::read(map)
+        .pairs()
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k, lossy(v)))
+        .map(|(k, v)| (text(k), text(v)))
         .collect()
 }
 
@@ -153,4 +254,51 @@ pub(crate) fn switch_to(context_id: u32) -> bool {
 
 pub(crate) fn set_tick(period: Duration) {
     let _ = hostcalls::set_tick_period(period);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::HeaderMap;
+
+    fn serialise(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        HeaderMap::from_pairs(pairs).0
+    }
+
+    #[test]
+    fn reads_every_pair_in_order_with_repeats_and_binary_values() {
+        let pairs: &[(&[u8], &[u8])] = &[
+            (b":method", b"GET"),
+            (b"authorization", b"Bearer a"),
+            (b"authorization", b"Bearer b"),
+            (b"x-empty", b""),
+            (b"x-obs", b"caf\xe9"),
+        ];
+        let map = HeaderMap::from_bytes(serialise(pairs));
+        assert_eq!(map.pairs().unwrap(), pairs.to_vec());
+        assert_eq!(HeaderMap::from_bytes(Vec::new()).pairs().unwrap(), vec![]);
+        assert_eq!(
+            HeaderMap::from_bytes(serialise(&[])).pairs().unwrap(),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn a_malformed_map_is_refused_without_panicking() {
+        let good = serialise(&[(b"a", b"1"), (b"bb", b"22")]);
+        // Every truncation, a count the buffer cannot hold, lengths past the end.
+        for cut in 1..good.len() - 1 {
+            assert_eq!(
+                HeaderMap::from_bytes(good[..cut].to_vec()).pairs(),
+                None,
+                "{cut}"
+            );
+        }
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(HeaderMap::from_bytes(huge).pairs(), None);
+        let mut long = good.clone();
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(HeaderMap::from_bytes(long).pairs(), None);
+    }
 }

@@ -735,10 +735,10 @@ impl Stream {
         if f.reason == Reason::Allowed {
             cfg.metrics.cache(envoy, f.cache_hit);
         }
-        for name in &f.remove_headers {
+        for name in f.remove_headers.iter() {
             envoy.set_header(HeaderMap::Request, name, None);
         }
-        for (name, value) in &f.add_headers {
+        for (name, value) in f.add_headers.iter() {
             envoy.add_header(HeaderMap::Request, name, value);
         }
         if let Some(path) = &f.new_path {

@@ -172,7 +172,7 @@ fn forward_json(f: &Forward, lists: u32) -> String {
         add_headers: &f.add_headers,
         new_path: &f.new_path,
         response_headers: &f.response_headers,
-        identity: f.identity.as_ref().map(IdentityOut::from),
+        identity: f.identity.as_deref().map(IdentityOut::from),
         reason: f.reason.as_str(),
         cache_hit: f.cache_hit,
         lists,

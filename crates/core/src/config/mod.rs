@@ -20,6 +20,7 @@ pub use upstream_token::{UpstreamToken, ACCESS_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT}
 use alloc::borrow::ToOwned;
 use alloc::format;
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -110,8 +111,12 @@ pub struct Resource {
     pub(crate) required_scopes: Vec<String>,
     /// `scope` value of the no-credentials challenge, if any.
     pub(crate) challenge_scope: Option<String>,
-    pub(crate) forward: bool,
     pub(crate) claim_to_headers: Vec<(String, String)>,
+    /// What a forward removes from the request: the client's copies of the claim headers,
+    /// and `Authorization` unless `forward`; built once, shared by every forward.
+    pub(crate) strip_headers: Arc<[String]>,
+    /// The same and `accept-encoding` (a forward that asks for an uncompressed answer).
+    pub(crate) strip_headers_encoding: Arc<[String]>,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) metadata_max_age: u32,
     pub(crate) preflight_max_age: u32,
@@ -648,6 +653,13 @@ fn resource(
         )?),
     };
 
+    let mut strip: Vec<String> = claim_to_headers.iter().map(|(h, _)| h.clone()).collect();
+    if !forward {
+        strip.push("authorization".to_string());
+    }
+    let strip_headers_encoding = crate::http::appended(&strip, "accept-encoding".to_string());
+    let strip_headers: Arc<[String]> = strip.into();
+
     Ok(Resource {
         resource: r.resource,
         hosts,
@@ -660,8 +672,9 @@ fn resource(
         issuers: issuer_ids,
         required_scopes,
         challenge_scope,
-        forward,
         claim_to_headers,
+        strip_headers,
+        strip_headers_encoding,
         allowed_origins,
         metadata_max_age: r.metadata_max_age_seconds.unwrap_or(3600),
         preflight_max_age: r.preflight_max_age_seconds.unwrap_or(600),

@@ -25,6 +25,7 @@
 
 use alloc::borrow::Cow;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use serde_json::Value;
@@ -110,10 +111,10 @@ impl ListRequests {
     }
 
     /// The filter for the token that was verified for them.
-    pub(crate) fn filter_for(self, identity: &Identity) -> ListFilter {
+    pub(crate) fn filter_for(self, identity: &Arc<Identity>) -> ListFilter {
         ListFilter {
             resource: self.resource,
-            identity: identity.clone(),
+            identity: Arc::clone(identity),
             ids: self.ids,
             batch: self.batch,
             max_bytes: self.max_bytes,
@@ -126,7 +127,7 @@ impl ListRequests {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListFilter {
     resource: usize,
-    identity: Identity,
+    identity: Arc<Identity>,
     /// The ids of the request's list requests, and their kind.
     ids: Vec<(Value, ListKind)>,
     /// The request was a batch (a refusal answers as one).
@@ -152,7 +153,7 @@ impl Gateway {
     /// The filter for the answers to a request whose body was checked after its headers went
     /// on ([`Gateway::check_body`]; a [`crate::Forward`] carries it otherwise), for the
     /// identity its forward verified; `None` when nothing in them is filtered.
-    pub fn list_filter(&self, req: &Request<'_>, identity: &Identity) -> Option<ListFilter> {
+    pub fn list_filter(&self, req: &Request<'_>, identity: &Arc<Identity>) -> Option<ListFilter> {
         let (resource, res) = self.route_of(req)?;
         Some(ListRequests::of(res, resource, req)?.filter_for(identity))
     }
