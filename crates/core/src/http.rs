@@ -361,3 +361,21 @@ pub struct Forward {
     /// [`crate::lists::ListFilter::response`] (`None`: pass the answer unchanged).
     pub lists: Option<alloc::boxed::Box<crate::lists::ListFilter>>,
 }
+
+impl Forward {
+    /// The names of [`Forward::remove_headers`] that `req` carries (case-insensitively): all
+    /// that a host has to remove when it handed the core *every* request header (the
+    /// proxy-wasm filter), where removing a header the request lacks is a host call that
+    /// changes nothing. A host that hands the core only [`READ_HEADERS`] cannot tell which
+    /// the request carries, and removes every name.
+    pub fn removals_in<'s>(&'s self, req: &'s Request<'_>) -> impl Iterator<Item = &'s str> + 's {
+        self.remove_headers
+            .iter()
+            .map(String::as_str)
+            .filter(move |name| {
+                req.headers
+                    .iter()
+                    .any(|(h, _)| h.eq_ignore_ascii_case(name))
+            })
+    }
+}

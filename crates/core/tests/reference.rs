@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use jwt_simple::prelude::*;
-use mcp_edge_auth_core::{Reason, Verdict};
+use mcp_edge_auth_core::{Reason, Request, Verdict};
 use serde_json::json;
 
 fn ed() -> Ed {
@@ -465,6 +465,33 @@ fn identity_headers_are_owned_by_the_gateway() {
     ));
     assert!(!f.remove_headers.contains(&"authorization".to_string()));
     assert!(f.remove_headers.contains(&"x-mcp-subject".to_string()));
+}
+
+#[test]
+fn a_host_with_every_header_removes_only_those_the_request_carries() {
+    let e = ed();
+    let mut w = World::standard(&e);
+    let h = format!("Bearer {}", e.token(json!({})));
+    let removals = |headers: &[(&str, &str)], w: &mut World| {
+        let req = Request::new("GET", "https", "mcp.example.com", "/mcp", headers);
+        let f = forward(w.gw.decide(&req, NOW, &w.keys, &mut w.cache));
+        f.removals_in(&req).map(str::to_string).collect::<Vec<_>>()
+    };
+    // No identity header sent: only the token goes.
+    assert_eq!(
+        removals(&[("Authorization", &h)], &mut w),
+        ["authorization"]
+    );
+    // A spoofed one, in any case and repeated, is named (the host removes every copy).
+    let spoofed = [
+        ("authorization", h.as_str()),
+        ("X-Mcp-Subject", "admin"),
+        ("x-mcp-subject", "root"),
+    ];
+    assert_eq!(
+        removals(&spoofed, &mut w),
+        ["x-mcp-subject", "authorization"]
+    );
 }
 
 #[test]

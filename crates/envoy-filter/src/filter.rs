@@ -494,21 +494,24 @@ impl Filter {
             }
             v => v,
         };
-        self.carry_out(verdict, state, now_ms, previous)
+        self.carry_out(verdict, state, now_ms, previous, Some(req))
     }
 
     /// Carries a verdict out on the current stream and records where the request stands.
+    /// `req`: the request's headers, when at hand (a forward then removes only the headers
+    /// it carries; without them, every header the core names).
     fn carry_out(
         &mut self,
         verdict: Verdict,
         state: &mut StreamState,
         now_ms: u64,
         previous: Option<WaitId>,
+        req: Option<&Request<'_>>,
     ) -> Step {
         let now = now_ms / 1000;
         let step = match verdict {
             Verdict::Respond(r) => self.respond(r),
-            Verdict::Forward(f) => self.forward(f, state),
+            Verdict::Forward(f) => self.forward(f, state, req),
             Verdict::AwaitKeys(need) => {
                 let issuer = need.issuer;
                 let unknown_kid = need.unknown_kid;
@@ -538,7 +541,7 @@ impl Filter {
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v.into(), state, now_ms, previous)
+                self.carry_out(v.into(), state, now_ms, previous, req)
             }
             Verdict::VerifySignature(job) => {
                 // The ring provider verifies synchronously; a deferred job would mean
@@ -555,7 +558,7 @@ impl Filter {
                         if cached {
                             self.metrics.exchange_cache_hit();
                         }
-                        self.forward(forward, state)
+                        self.forward(forward, state, req)
                     }
                     Begin::Respond(r) => self.respond(r),
                     Begin::Paused(w) => {
@@ -611,7 +614,7 @@ impl Filter {
                 let v = self
                     .gateway
                     .resume_introspection(job, None, now, &mut self.cache);
-                self.carry_out(v.into(), state, now.saturating_mul(1000), None)
+                self.carry_out(v.into(), state, now.saturating_mul(1000), None, None)
             }
         }
     }
@@ -635,7 +638,7 @@ impl Filter {
         let v = self
             .gateway
             .resume_introspection(job, answer, now, &mut self.cache);
-        self.carry_out(v.into(), state, now_ms, None)
+        self.carry_out(v.into(), state, now_ms, None, None)
     }
 
     fn respond(&self, r: Response) -> Step {
@@ -645,7 +648,7 @@ impl Filter {
         Step::Answered
     }
 
-    fn forward(&self, f: Forward, state: &mut StreamState) -> Step {
+    fn forward(&self, f: Forward, state: &mut StreamState, req: Option<&Request<'_>>) -> Step {
         if state.hold_body.is_some() {
             // Counted when the held body is let go; a refusal counts as that refusal only.
             state.uncounted = Some((f.reason, f.cache_hit));
@@ -656,8 +659,16 @@ impl Filter {
             let cached = if f.cache_hit { ", token cache hit" } else { "" };
             format!("forwarded ({}{cached})", f.reason.as_str())
         });
-        for name in f.remove_headers.iter() {
-            host::remove_header(MapType::HttpRequestHeaders, name);
+        // The filter hands the core every request header, so it knows which of these the
+        // request carries: removing an absent one would be a host call for nothing.
+        match req {
+            Some(req) => f
+                .removals_in(req)
+                .for_each(|name| host::remove_header(MapType::HttpRequestHeaders, name)),
+            None => f
+                .remove_headers
+                .iter()
+                .for_each(|name| host::remove_header(MapType::HttpRequestHeaders, name)),
         }
         for (name, value) in f.add_headers.iter() {
             host::add_header(MapType::HttpRequestHeaders, name, value);

@@ -935,6 +935,15 @@ pub struct Engine {
     host: Host,
 }
 
+/// The request headers the core reads ([`mcp_edge_auth_core::READ_HEADERS`]), one per line:
+/// JavaScript hands [`Engine::decide`] only these, read one by one with `Headers.get`, which
+/// costs a fraction of iterating every header of the request. (A `Headers` object joins
+/// repeated fields with `, ` for `get` and iteration alike, so nothing is lost.)
+#[wasm_bindgen]
+pub fn read_headers() -> String {
+    mcp_edge_auth_core::READ_HEADERS.join("\n")
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// Loads a configuration; throws a string naming the offending field when it is invalid.
@@ -954,10 +963,10 @@ impl Engine {
     }
 
     /// Decides a request. `head` is the method, scheme, authority and path (with query),
-    /// then the headers as `name:value` lines, all joined with `\n` (one string: each string
-    /// crossing into Wasm costs an allocation and a copy); `body_state` is 0 (not read), 1
-    /// (`body` is the whole body) or 2 (too large); `now` is `Date.now()`; `previous` is the
-    /// `wait` the request was woken from (0: none).
+    /// then the headers as `name:value` lines (those of [`read_headers`] suffice), all joined
+    /// with `\n` (one string: each string crossing into Wasm costs an allocation and a
+    /// copy); `body_state` is 0 (not read), 1 (`body` is the whole body) or 2 (too large);
+    /// `now` is `Date.now()`; `previous` is the `wait` the request was woken from (0: none).
     pub fn decide(
         &mut self,
         head: &str,
