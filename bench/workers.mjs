@@ -2,9 +2,10 @@
 // every variant answering an allowed request with the same fixed 200:
 //
 //   plain         no authorization (bench/workers/plain.js)
-//   floor         no authorization, but the request work of an authorizing proxy: every
-//                 header read, the upstream request rebuilt without the token and with
-//                 x-mcp-subject (bench/workers/floor.js): the floor of our cache hit
+//   floor         no authorization, but the request work of an authorizing proxy: the
+//                 headers the core reads, each read by name, the upstream request rebuilt
+//                 without the token and with x-mcp-subject (bench/workers/floor.js): the
+//                 floor of our cache hit
 //   ours_cache    the mcp-edge-auth Worker library (bench/workers/ours.js: authorize() from
 //                 workers/lib, Rust core in Wasm + WebCrypto), default token cache
 //   ours_nocache  the same with token_cache.max_entries 0: every request verifies

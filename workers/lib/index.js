@@ -293,7 +293,8 @@ export class McpEdgeAuth {
    * @param {{waitUntil(p: Promise<unknown>): void}} [ctx] the Worker's ExecutionContext, for background key refreshes
    */
   authorize(request, ctx) {
-    const started = Date.now();
+    // Each Date.now() is a call into the runtime: only when request lines are logged.
+    const started = this.#log.requests ? Date.now() : 0;
     let url;
     try {
       url = urlParts(request.url);
@@ -332,10 +333,18 @@ export class McpEdgeAuth {
     if (changed) {
       const target = v.new_path === null ? url.href : url.origin + v.new_path;
       upstream = new Request(target, request);
-      // One Headers object for every change (each property read is a call into the runtime).
+      // One Headers object for every change (each property read is a call into the runtime,
+      // and so is each edit). A name the core both removes and adds (a claim header, an
+      // exchanged token's) is one `set`, which replaces every value the client sent; the core
+      // adds each name once.
       const headers = upstream.headers;
-      for (const name of v.remove_headers) headers.delete(name);
-      for (const [name, value] of v.add_headers) headers.append(name, value);
+      const adds = v.add_headers;
+      const removes = v.remove_headers;
+      for (const name of removes) if (!adds.some((a) => a[0] === name)) headers.delete(name);
+      for (const [name, value] of adds) {
+        if (removes.includes(name)) headers.set(name, value);
+        else headers.append(name, value);
+      }
     }
     this.#logRequest(request, url, 0, v.reason, v.cache_hit, started);
     const responseHeaders = v.response_headers;
@@ -395,8 +404,8 @@ export class McpEdgeAuth {
     });
   }
 
-  #decide(head, body, previous = 0) {
-    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, Date.now(), previous));
+  #decide(head, body, previous = 0, now = Date.now()) {
+    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, now, previous));
   }
 
   /**
@@ -421,14 +430,15 @@ export class McpEdgeAuth {
     }
     const method = request.method;
     const head = `${method}\n${url.scheme}\n${url.host}\n${url.path}${headerBlock}`;
-    this.#pump(ctx);
+    const now = Date.now();
+    this.#pump(ctx, now);
 
     // MCP rules look at the JSON-RPC messages of a POST: read the body (bounded) first.
     if (method === 'POST') {
       const limit = this.#engine.body_limit(head);
       if (limit >= 0) return this.#decideWithBody(request, url, head, limit, ctx);
     }
-    const v = this.#decide(head, NO_BODY);
+    const v = this.#decide(head, NO_BODY, 0, now);
     if (v.kind === 'respond' || v.kind === 'forward') return { v, request };
     return this.#rounds(v, request, head, NO_BODY, ctx);
   }
@@ -563,11 +573,10 @@ export class McpEdgeAuth {
   /**
    * Carries out what the key schedule wants now: starts its fetches (in the background:
    * a request that waits for one awaits its wake-up, not the fetch), then resumes the
-   * requests it wakes. Cheap when nothing is due.
+   * requests it wakes. Cheap when nothing is due. `now`: Date.now() (one reading a request).
    */
-  #pump(ctx) {
+  #pump(ctx, now = Date.now()) {
     const e = this.#engine;
-    const now = Date.now();
     if (now >= this.#due || this.#waiters.size > 0) {
       for (let raw = e.poll_fetch(now); raw !== undefined; raw = e.poll_fetch(now)) {
         const p = this.#carryFetch(JSON.parse(raw));

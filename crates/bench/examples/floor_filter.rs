@@ -8,7 +8,8 @@
 //!   callbacks and its deletion).
 //! * `headers`: also makes the host calls the mcp-edge-auth filter makes for an allowed
 //!   request answered from its token cache, without the core's work: read every request
-//!   header and the clock, remove `authorization` and `x-mcp-subject`, add `x-mcp-subject`.
+//!   header and the clock, remove `authorization` (and `x-mcp-subject` if the request has
+//!   one: the filter removes only what a request carries), add `x-mcp-subject`.
 //!
 //! Build: `cargo build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1
 //! --release` (bench/bench.mk does).
@@ -68,7 +69,9 @@ impl HttpContext for Stream {
         if self.headers {
             let all = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
             let _now = hostcalls::get_current_time();
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-mcp-subject");
+            if all.iter().any(|(n, _)| n == "x-mcp-subject") {
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-mcp-subject");
+            }
             let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
             let sub = if all.is_empty() { "nobody" } else { "client-0" };
             let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, "x-mcp-subject", sub);
