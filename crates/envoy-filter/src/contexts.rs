@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 
-use mcp_edge_auth_core::{HeadersVerdict, OwnedBody, OwnedRequest, Request};
+use mcp_edge_auth_core::{HeadersVerdict, OwnedBody, OwnedRequest};
 
 use crate::filter::{Filter, Head, Phase, Step, StreamState, KICK};
 use crate::host::{self, HeaderMap};
@@ -160,24 +160,10 @@ impl Stream {
         f(filter, &mut state)
     }
 
-    /// Decides the request and carries the decision out; the action for the callback that
-    /// decided (headers, body or trailers: `Continue` lets the request go upstream, with
-    /// whatever body Envoy buffered; `Pause` holds it). `keep` gives the request to keep
-    /// when it pauses.
-    fn decide(
-        &self,
-        filter: &mut Filter,
-        state: &mut StreamState,
-        req: &Request<'_>,
-        keep: &mut dyn FnMut() -> OwnedRequest,
-    ) -> Action {
-        let now_ms = host::now_ms();
-        let step = filter.handle(req, state, now_ms, None);
-        self.after(filter, state, keep, step)
-    }
-
-    /// The action for the callback that decided; a paused request is kept (`keep`) for its
-    /// wake-up. A request decided at once is never copied.
+    /// The action for the callback that decided (headers, body or trailers: `Continue` lets
+    /// the request go upstream, with whatever body Envoy buffered; `Pause` holds it); a
+    /// paused request is kept (`keep` gives it) for its wake-up. A request decided at once
+    /// is never copied.
     fn after(
         &self,
         filter: &mut Filter,
@@ -335,6 +321,9 @@ impl HttpContext for Stream {
             // Never from Envoy: a header map the filter cannot read is refused, not guessed at.
             host::error(|| "unreadable request header map; answering 500".to_string());
             host::send_response(500, &[], "");
+            if let Ok(mut s) = self.state.try_borrow_mut() {
+                s.phase = Phase::Answered;
+            }
             return Action::Pause;
         };
         head.with(|req| {
@@ -356,7 +345,8 @@ impl HttpContext for Stream {
                         // a filter that paused the headers. Check the token now, let the
                         // headers go, and hold the body until the rules decide.
                         state.hold_body = Some(limit);
-                        self.decide(filter, state, req, keep)
+                        let step = filter.handle(req, state, now_ms, None);
+                        self.after(filter, state, keep, step)
                     }
                 }
             })
