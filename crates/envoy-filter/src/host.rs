@@ -283,6 +283,36 @@ mod tests {
         );
     }
 
+    /// Random buffers, and well-formed maps with random bytes flipped: never a panic, and a
+    /// map that parses holds exactly the pairs its lengths say, inside the buffer.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let good = serialise(&[(b"authorization", b"Bearer t"), (b"x", b""), (b"", b"v")]);
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 64) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = good.clone();
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+                b
+            };
+            let total = bytes.len();
+            if let Some(pairs) = HeaderMap::from_bytes(bytes).pairs() {
+                let used: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
+                assert!(used <= total);
+            }
+        }
+    }
+
     #[test]
     fn a_malformed_map_is_refused_without_panicking() {
         let good = serialise(&[(b"a", b"1"), (b"bb", b"22")]);
