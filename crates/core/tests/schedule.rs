@@ -303,6 +303,28 @@ fn cold_start_outage_backs_off_and_retry_after_tells_the_truth() {
 }
 
 #[test]
+fn a_client_honouring_another_worker_s_retry_after_is_served_by_this_one_too() {
+    // Workers that share attempts (the proxy-wasm filter's VMs) learn that another worker's
+    // attempt failed on their next tick. The worker that made it failed it at T0 + 30 and
+    // told its clients to come back in 1 s; this one heard 200 ms later, so its own backoff
+    // ends 200 ms after that Retry-After.
+    let k1 = Ed::new(1, "k1");
+    let t = k1.token(json!({"exp": NOW + 3600}));
+    let mut h = Host::new(json!({}));
+    let f = h.poll(T0).unwrap();
+    h.answer(&f, FetchOutcome::Shared { ok: false }, T0 + 230);
+    // Well before its attempt is due, a request is told to come back.
+    assert_eq!(retry_after(&answered(h.decide(&t, T0 + 500, None))), 1);
+    // The client that honoured the other worker's Retry-After starts the attempt and waits.
+    let back = T0 + 30 + 1000;
+    let id = paused(h.decide(&t, back, None));
+    let f = h.poll(back).expect("the request started the attempt");
+    assert_eq!(f.trigger, Trigger::Retry);
+    h.serve(&f, &jwks(&[&k1]), back + 20);
+    assert!(matches!(h.wake(id, &t, back + 20), End::Forwarded));
+}
+
+#[test]
 fn a_host_without_timers_starts_the_due_attempt_with_the_request() {
     // The Worker has no timers between requests: a request after the due time starts it.
     let k1 = Ed::new(1, "k1");

@@ -51,6 +51,13 @@ pub const JWKS_ACCEPT: &str = "application/jwk-set+json, application/json";
 const WAIT_GRACE_MS: u64 = 2000;
 /// First retry delay after a failed attempt; doubles per failure.
 const FIRST_RETRY_MS: u64 = 1000;
+/// A request that finds no usable keys up to this long before the next attempt is due starts
+/// that attempt and waits for it, rather than being told to come back in a second. Where
+/// workers share attempts (the proxy-wasm filter's VMs), a worker learns that another's
+/// attempt failed on its next tick, so its backoff ends up to a tick (200 ms) after the
+/// `Retry-After` the failing worker gave: a client that honours that `Retry-After` exactly
+/// must still be served by the attempt then, whichever worker it reaches.
+const EARLY_START_MS: u64 = 250;
 
 /// One fetch attempt, named so that its answer finds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -670,7 +677,7 @@ impl KeySchedule {
                     s.last_kid_ms
                         .is_none_or(|t| now_ms >= t.saturating_add(s.cooldown_ms))
                 } else {
-                    now_ms >= s.next_ms
+                    now_ms.saturating_add(EARLY_START_MS) >= s.next_ms
                 };
                 if !may_start {
                     let ra = retry_after(s);
