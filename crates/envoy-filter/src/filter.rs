@@ -115,18 +115,17 @@ impl<'a> Head<'a> {
 
     /// A head with a value that is not UTF-8, converted lossily.
     fn lossy(pairs: &[(&[u8], &[u8])]) -> Head<'a> {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut pseudo: [String; 4] = Default::default();
         let mut headers = Vec::new();
         for &(name, value) in pairs {
             match pseudo_index(name) {
                 Some(i) => {
                     if let Some(slot) = pseudo.get_mut(i) {
-                        *slot = text(value);
+                        *slot = host::lossy(value);
                     }
                 }
                 None if name.starts_with(b":") => {}
-                None => headers.push((text(name), text(value))),
+                None => headers.push((host::lossy(name), host::lossy(value))),
             }
         }
         Head::Lossy { pseudo, headers }

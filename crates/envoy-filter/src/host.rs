@@ -167,15 +167,20 @@ impl HeaderMap {
     }
 }
 
+/// A header name or value as text: bytes that are not UTF-8 (`obs-text`) become U+FFFD, and
+/// the core refuses a value so mangled like any other bad value.
+pub(crate) fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Every header of a map, repeats kept, names and values converted lossily (none if the
 /// host's map is malformed).
 pub(crate) fn headers(map: MapType) -> Vec<(String, String)> {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     HeaderMap::read(map)
         .pairs()
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (text(k), text(v)))
+        .map(|(k, v)| (lossy(k), lossy(v)))
         .collect()
 }
 
