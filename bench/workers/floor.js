@@ -15,7 +15,7 @@ export default {
       const value = headers.get(name);
       if (value !== null) block += `\n${name}:${value}`;
     }
-    const upstream = new Request(request.url, request);
+    const upstream = new Request(request);
     upstream.headers.delete('authorization');
     upstream.headers.set('x-mcp-subject', block.length > 0 ? 'client-0' : 'nobody');
     return new Response('ok');

@@ -113,6 +113,57 @@ describe('library: imported by another Worker', () => {
     assert.equal(res.headers['x-app'], 'yes');
   });
 
+  it('many callers, each token reused: every request carries its own identity (kept verdicts)', async () => {
+    // The engine sends a cached token's forward again as a slot of verdicts the library keeps
+    // (256 slots): with more callers than slots, in an interleaved order and concurrently, no
+    // request may ever be handed another caller's identity.
+    const callers = [];
+    for (let i = 0; i < 300; i += 1) {
+      const sub = `caller-${i}`;
+      callers.push({ sub, token: await tokenFor(i % 2 ? keys.rs : keys.ed, port, { sub, client_id: `app-${i}` }) });
+    }
+    let x = 12345;
+    const order = [];
+    for (let i = 0; i < 1200; i += 1) {
+      x = (x * 1103515245 + 12345) % 2147483648;
+      // Half the requests from 8 frequent callers, half from all of them.
+      order.push(callers[x % (i % 2 ? 8 : callers.length)]);
+    }
+    for (let at = 0; at < order.length; at += 8) {
+      const batch = order.slice(at, at + 8);
+      const seen = await Promise.all(batch.map(async (c) => {
+        const res = await send(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: [...bearer(c.token), ['x-mcp-subject', 'mallory']], body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' });
+        assert.equal(res.status, 200, res.body);
+        return res.json();
+      }));
+      batch.forEach((c, k) => {
+        const got = seen[k];
+        assert.equal(got.identity.subject, c.sub);
+        assert.equal(got.identity.clientId, c.sub.replace('caller', 'app'));
+        const headers = Object.fromEntries(got.headers);
+        assert.equal(headers['x-mcp-subject'], c.sub);
+        assert.equal(headers.authorization, undefined);
+      });
+    }
+  });
+
+  it('an app that changes the identity it was handed changes nothing for the next request', async () => {
+    const t = await tokenFor(keys.rs, port, { sub: 'carol' });
+    const call = async (tamper) => {
+      const res = await send(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: [...bearer(t), ...(tamper ? [['x-tamper', '1']] : [])], body: '{}' });
+      assert.equal(res.status, 200, res.body);
+      return res.json();
+    };
+    // Verified, then served from the cache (kept), then sent again as the kept verdict.
+    for (const tamper of [true, true, true]) await call(tamper);
+    const seen = await call(false);
+    assert.equal(seen.identity.subject, 'carol');
+    assert.deepEqual(seen.identity.scopes, ['mcp:read']);
+    const headers = Object.fromEntries(seen.headers);
+    assert.equal(headers['x-mcp-subject'], 'carol');
+    assert.equal(headers['x-admin'], undefined);
+  });
+
   it('streams the app\'s SSE response through respond()', async () => {
     const t = await tokenFor(keys.rs, port);
     const res = await streamingGet(`http://127.0.0.1:${port}/mcp/sse`, { headers: [...bearer(t), ['origin', 'https://app.example.com']] });

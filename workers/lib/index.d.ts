@@ -14,7 +14,7 @@ export interface Identity {
   /** `client_id` (RFC 9068), when present. */
   clientId: string | null;
   /** Granted scopes (`scope` or `scp`), sorted, without duplicates. */
-  scopes: string[];
+  scopes: readonly string[];
   /** `exp`, seconds since the Unix epoch. */
   expiresAt: number;
 }
@@ -50,14 +50,14 @@ export interface Allowed {
   ok: true;
   /** `allowed` (valid token) or `unprotected` (a path no resource covers, with unmatched_requests "allow"). */
   reason: 'allowed' | 'unprotected';
-  /** The verified identity; null for unprotected paths. */
-  identity: Identity | null;
+  /** The verified identity; null for unprotected paths. Read-only (frozen when it is shared by the requests of one cached token). */
+  readonly identity: Readonly<Identity> | null;
   /** Whether the verified-token cache answered (no signature check for this request). */
   cacheHit: boolean;
-  /** Headers derived from claims (claim_to_headers), already set on `request`. */
-  claimHeaders: Array<[string, string]>;
-  /** Headers `respond()` adds to your response (CORS for allowed browser origins). */
-  responseHeaders: Array<[string, string]>;
+  /** Headers derived from claims (claim_to_headers), already set on `request`. Read-only. */
+  readonly claimHeaders: ReadonlyArray<readonly [string, string]>;
+  /** Headers `respond()` adds to your response (CORS for allowed browser origins). Read-only. */
+  readonly responseHeaders: ReadonlyArray<readonly [string, string]>;
   /**
    * The request to continue with: the client's Authorization header and any client-sent
    * copies of the identity headers removed, claim headers added, `access_token` query

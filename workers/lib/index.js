@@ -24,12 +24,36 @@ import wasmModule from './wasm/mcp_edge_auth_worker_bg.wasm';
 let initialized = false;
 /** The request headers the core reads (its READ_HEADERS), lowercase. */
 let READ_HEADERS = [];
+/** The module's memory, and a view of it (replaced when the memory grows). */
+let memory = null;
+let memoryView = new Uint8Array(0);
+const ENCODER = new TextEncoder();
 function ensureInit() {
   if (!initialized) {
-    initSync({ module: wasmModule });
+    memory = initSync({ module: wasmModule }).memory;
     READ_HEADERS = read_headers().split('\n');
     initialized = true;
   }
+}
+
+/**
+ * Writes a request's head and body where the engine reads them (`Engine.io`), and returns
+ * the head's length in bytes. The runtime's encoder writes straight into Wasm memory: no
+ * string is copied character by character, nothing is allocated per request. A head that is
+ * not all ASCII may take up to three bytes a character: then a second, larger write.
+ */
+function writeRequest(engine, head, bytes) {
+  for (const perChar of [1, 3]) {
+    const room = head.length * perChar + bytes.length;
+    const at = engine.io(room);
+    if (memoryView.buffer !== memory.buffer) memoryView = new Uint8Array(memory.buffer);
+    const { read, written } = ENCODER.encodeInto(head, memoryView.subarray(at, at + room - bytes.length));
+    if (read === head.length) {
+      if (bytes.length > 0) memoryView.set(bytes, at + written);
+      return written;
+    }
+  }
+  throw new Error('the request head could not be encoded');
 }
 
 /** WebCrypto parameters per JWS algorithm: for importKey and for verify. */
@@ -109,6 +133,11 @@ function filterLists(engine, id, response, log) {
   return { body: response.body.pipeThrough(ts), remove: plan.remove, cacheControl: plan.cache_control };
 }
 
+/** The identity of a forward verdict as `authorize` hands it to the caller. */
+function callerIdentity(id) {
+  return id ? { issuer: id.issuer, subject: id.subject ?? null, clientId: id.client_id ?? null, scopes: id.scopes, expiresAt: id.expires_at } : null;
+}
+
 function jsonResponse(status, error, description, extra = {}) {
   return new Response(JSON.stringify({ error, error_description: description }), {
     status,
@@ -163,6 +192,8 @@ async function readUpTo(request, limit) {
 }
 
 const EMPTY = new Uint8Array(0);
+/** A kept verdict's number is below this (see Engine.decide). */
+const KEPT_N_LIMIT = 2 ** 40;
 /** The body argument of a request decided on its headers. */
 const NO_BODY = Object.freeze({ state: 0, bytes: EMPTY });
 
@@ -253,6 +284,7 @@ export class McpEdgeAuth {
   #keyGeneration = new Map(); // issuer -> generation the key cache holds
   #waiters = new Map(); // wait number -> resolve()
   #due = 0; // Date.now() at which the key schedule next has work
+  #kept = []; // slot -> { n, v }: forward verdicts the engine sends again as `again`
   #timer = null; // deadline timer while requests wait
 
   /**
@@ -317,6 +349,7 @@ export class McpEdgeAuth {
 
   /** Fail closed: an internal error never lets a request through. */
   #failed(e) {
+    broken.add(this);
     this.#log.emit('internal_error', { error: String(e?.message ?? e).slice(0, 200) });
     return this.#denied(jsonResponse(500, 'server_error', 'The request could not be checked'), 'internal_error');
   }
@@ -331,8 +364,8 @@ export class McpEdgeAuth {
     const changed = v.remove_headers.length > 0 || v.add_headers.length > 0 || v.new_path !== null;
     let upstream = request;
     if (changed) {
-      const target = v.new_path === null ? url.href : url.origin + v.new_path;
-      upstream = new Request(target, request);
+      // The same URL: a copy of the request (its URL is not parsed again).
+      upstream = v.new_path === null ? new Request(request) : new Request(url.origin + v.new_path, request);
       // One Headers object for every change (each property read is a call into the runtime,
       // and so is each edit). A name the core both removes and adds (a claim header, an
       // exchanged token's) is one `set`, which replaces every value the client sent; the core
@@ -348,7 +381,6 @@ export class McpEdgeAuth {
     }
     this.#logRequest(request, url, 0, v.reason, v.cache_hit, started);
     const responseHeaders = v.response_headers;
-    const id = v.identity;
     const lists = v.lists;
     const engine = this.#engine;
     const log = this.#log;
@@ -356,9 +388,7 @@ export class McpEdgeAuth {
       ok: true,
       reason: v.reason,
       cacheHit: v.cache_hit,
-      identity: id
-        ? { issuer: id.issuer, subject: id.subject ?? null, clientId: id.client_id ?? null, scopes: id.scopes, expiresAt: id.expires_at }
-        : null,
+      identity: v.callerIdentity ?? callerIdentity(v.identity),
       claimHeaders: v.add_headers,
       responseHeaders,
       request: upstream,
@@ -404,8 +434,48 @@ export class McpEdgeAuth {
     });
   }
 
+  /**
+   * A verdict of the engine (JSON; see the crate docs). The engine marks a forward it will
+   * send again (`keep`: a verified-token cache hit hands back the same identity every time);
+   * it is kept here, frozen, with the identity as the caller sees it, and the next time
+   * arrives as `{"kind":"again","slot","n"}`, neither serialised nor parsed. A kept verdict
+   * that is not the one the engine names throws (a 500, and a fresh instance): never
+   * another caller's identity.
+   */
+  #verdict(json) {
+    const v = JSON.parse(json);
+    if (v.kind === 'again') return this.#again(v.slot, v.n);
+    if (v.keep) {
+      const { slot, n } = v.keep;
+      this.#kept[slot] = undefined;
+      // What the caller is handed from a kept verdict is frozen: one caller's code cannot
+      // change what the next request of the same token forwards.
+      v.callerIdentity = callerIdentity(v.identity);
+      Object.freeze(v.callerIdentity);
+      Object.freeze(v.identity.scopes);
+      for (const pair of v.add_headers) Object.freeze(pair);
+      Object.freeze(v.add_headers);
+      Object.freeze(v.response_headers);
+      Object.freeze(v.remove_headers);
+      this.#kept[slot] = { n, v: Object.freeze(v) };
+    }
+    return v;
+  }
+
+  /** The kept verdict in `slot`, which must be number `n`. */
+  #again(slot, n) {
+    const kept = this.#kept[slot];
+    if (kept === undefined || kept.n !== n) throw new Error('the engine named a verdict this isolate does not hold');
+    return kept.v;
+  }
+
   #decide(head, body, previous = 0, now = Date.now()) {
-    return JSON.parse(this.#engine.decide(head, body.state, body.bytes, now, previous));
+    const e = this.#engine;
+    const headLen = writeRequest(e, head, body.bytes);
+    // A kept forward comes back as one number (slot × 2^40 + n); any other verdict as JSON.
+    const kept = e.decide(headLen, body.state, body.bytes.length, now, previous);
+    if (kept < 0) return this.#verdict(e.verdict());
+    return this.#again(Math.floor(kept / KEPT_N_LIMIT), kept % KEPT_N_LIMIT);
   }
 
   /**
@@ -435,7 +505,7 @@ export class McpEdgeAuth {
 
     // MCP rules look at the JSON-RPC messages of a POST: read the body (bounded) first.
     if (method === 'POST') {
-      const limit = this.#engine.body_limit(head);
+      const limit = this.#engine.body_limit(writeRequest(this.#engine, head, EMPTY));
       if (limit >= 0) return this.#decideWithBody(request, url, head, limit, ctx);
     }
     const v = this.#decide(head, NO_BODY, 0, now);
@@ -483,7 +553,7 @@ export class McpEdgeAuth {
   async #introspect(job) {
     const e = this.#engine;
     const form = e.introspection_body(job.job);
-    if (form === undefined) return JSON.parse(e.resume(job.job, false, Date.now()));
+    if (form === undefined) return this.#verdict(e.resume(job.job, false, Date.now()));
     let answered = false;
     let status = 0;
     let bytes = EMPTY;
@@ -497,7 +567,7 @@ export class McpEdgeAuth {
     } catch (err) {
       this.#log.emit('introspection_failed', { uri: job.uri, error: String(err?.message ?? err).slice(0, 200) });
     }
-    return JSON.parse(e.resume_introspection(job.job, answered, status, bytes, Date.now()));
+    return this.#verdict(e.resume_introspection(job.job, answered, status, bytes, Date.now()));
   }
 
   /**
@@ -510,7 +580,7 @@ export class McpEdgeAuth {
     const bytes = e.job_bytes(job.job);
     const params = ALGORITHMS[job.alg];
     if (!bytes || !params || !(job.input_len <= bytes.length)) {
-      return JSON.parse(e.resume(job.job, false, Date.now()));
+      return this.#verdict(e.resume(job.job, false, Date.now()));
     }
     const data = bytes.subarray(0, job.input_len);
     const signature = bytes.subarray(job.input_len);
@@ -538,7 +608,7 @@ export class McpEdgeAuth {
         // A malformed signature (wrong length, …) is simply not valid.
       }
     }
-    return JSON.parse(e.resume(job.job, valid, Date.now()));
+    return this.#verdict(e.resume(job.job, valid, Date.now()));
   }
 
   /** The imported CryptoKey (a promise) for one key of one generation; undefined when stale. */
@@ -770,6 +840,7 @@ export class McpEdgeAuth {
 // ---- the one-call API -----------------------------------------------------------------
 
 const instances = new Map(); // config text -> McpEdgeAuth | McpEdgeAuthConfigError
+const broken = new WeakSet(); // instances that failed with an internal error
 const byObject = new WeakMap(); // config object (a JSON var) -> its text
 
 function configKey(raw) {
@@ -794,6 +865,8 @@ export function fromEnv(env, options = {}) {
   const raw = env?.MCP_EDGE_AUTH_CONFIG;
   const key = configKey(raw);
   let inst = instances.get(key);
+  // After an internal error, the next request starts from a fresh instance.
+  if (inst !== undefined && broken.has(inst)) inst = undefined;
   if (!inst) {
     try {
       inst = new McpEdgeAuth(raw, { log: env?.MCP_EDGE_AUTH_LOG, ...options });
@@ -815,19 +888,16 @@ export function fromEnv(env, options = {}) {
  * @param {object} env
  * @param {{waitUntil(p: Promise<unknown>): void}} [ctx]
  */
-export async function authorize(request, env, ctx) {
+export function authorize(request, env, ctx) {
   let auth;
   try {
     auth = fromEnv(env);
   } catch {
-    return {
+    return Promise.resolve({
       ok: false,
       reason: 'config_error',
       response: jsonResponse(500, 'server_error', 'The authorization layer is not configured'),
-    };
+    });
   }
-  const result = await auth.authorize(request, ctx);
-  // After an internal error, start the next request from a fresh instance.
-  if (result.reason === 'internal_error') instances.delete(configKey(env?.MCP_EDGE_AUTH_CONFIG));
-  return result;
+  return auth.authorize(request, ctx);
 }

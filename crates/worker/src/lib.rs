@@ -19,7 +19,11 @@
 //!
 //! * `{"kind":"respond","status":401,"headers":[["www-authenticate","…"],…],"body":"…","reason":"missing"}`
 //! * `{"kind":"forward","remove_headers":[…],"add_headers":[[name,value],…],"new_path":null|"/p?q",
-//!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false}`
+//!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false,
+//!   "lists":0}`, with `"keep":{"slot":5,"n":9}` when JavaScript is to keep it: the same
+//!   forward again (a verified-token cache hit) is then `{"kind":"again","slot":5,"n":9}`
+//!   (see `Recent` in the source), which [`Engine::decide`] returns as one number, without
+//!   any JSON.
 //! * `{"kind":"wait","wait":3}`: the request is paused by the core's key schedule; decide it
 //!   again (passing `3` as `previous`) when [`Engine::poll_wake`] names `3`. The fetches the
 //!   schedule wants come from [`Engine::poll_fetch`] (`{"id":…,"issuer":…,"trigger":…,
@@ -31,11 +35,13 @@
 //!   (the form body, which holds the token, is fetched separately with
 //!   [`Engine::introspection_body`] so that the verdict itself never carries a token)
 //!
-//! A request body is read only when [`Engine::body_limit`] asks for it (MCP rules that look
-//! at JSON-RPC methods), and handed to [`Engine::decide`] with `body_state` 1 (bytes) or 2
-//! (larger than the limit: 413).
+//! A request reaches the engine as bytes JavaScript writes into Wasm memory ([`Engine::io`]):
+//! its head, then its body. The body is read only when [`Engine::body_limit`] asks for it
+//! (MCP rules that look at JSON-RPC methods), and handed to [`Engine::decide`] with
+//! `body_state` 1 (bytes) or 2 (larger than the limit: 413).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -140,6 +146,127 @@ struct ForwardOut<'a> {
     cache_hit: bool,
     /// The list filter of its answer ([`Engine::list_open`]); 0: the answer passes as is.
     lists: u32,
+    /// Where JavaScript keeps this verdict (see [`Recent`]); absent: not kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep: Option<Kept>,
+}
+
+/// A slot of [`Recent`] and the number of the verdict kept in it.
+#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+struct Kept {
+    slot: usize,
+    n: u64,
+}
+
+/// The forward verdicts JavaScript keeps parsed, by slot. A verified-token cache hit hands
+/// back the very same shared identity and header lists every time, so the same forward
+/// again crosses as `{"kind":"again","slot":…,"n":…}` instead of being serialised here and
+/// parsed there (for a cache hit, more than the rest of the Worker's decision). A slot
+/// holds the forward itself, so the shared parts it is recognised by stay alive and their
+/// addresses cannot be reused by another identity. `n` numbers every verdict kept, so
+/// JavaScript can tell (and fails closed) should its copy ever not be the one meant.
+///
+/// Only a cache hit's forward is kept (only those repeat: a token verified anew gets a new
+/// identity), and only one without per-request parts: no list filter (its number is new
+/// each time), no rewritten path, no response headers (CORS follows the request's origin).
+struct Recent {
+    slots: Vec<Option<(Forward, u64)>>,
+    next: u64,
+}
+
+impl Recent {
+    /// Slots: the busy callers of an isolate (with 1,000 callers of Zipf-skewed activity,
+    /// the 256 busiest send four in five requests). Each holds one forward here and its
+    /// parsed copy in JavaScript (about a kilobyte).
+    const SLOTS: usize = 256;
+
+    fn new() -> Recent {
+        Recent {
+            slots: (0..Self::SLOTS).map(|_| None).collect(),
+            next: 1,
+        }
+    }
+
+    /// The slot of `f` and whether JavaScript already holds it: `Err` when `f` cannot be
+    /// kept.
+    fn find(&self, f: &Forward) -> Result<(Kept, bool), ()> {
+        let id = match &f.identity {
+            Some(id)
+                if f.cache_hit
+                    && f.lists.is_none()
+                    && f.new_path.is_none()
+                    && f.response_headers.is_empty() =>
+            {
+                id
+            }
+            _ => return Err(()),
+        };
+        // The identity's address spread over the slots (Fibonacci hashing: allocations
+        // a fixed stride apart land in different slots).
+        let addr = Arc::as_ptr(id) as *const u8 as usize as u64;
+        let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % Self::SLOTS;
+        match self.slots.get(slot) {
+            Some(Some((kept, n))) if same(kept, f) => Ok((Kept { slot, n: *n }, true)),
+            Some(_) => Ok((Kept { slot, n: self.next }, false)),
+            None => Err(()),
+        }
+    }
+
+    fn keep(&mut self, at: Kept, f: Forward) {
+        if let Some(s) = self.slots.get_mut(at.slot) {
+            *s = Some((f, at.n));
+            self.next += 1;
+        }
+    }
+}
+
+/// Whether two keepable forwards are the same verdict: the same shared identity and header
+/// lists (shared parts are never changed, so the same address is the same content).
+fn same(a: &Forward, b: &Forward) -> bool {
+    let same_identity = match (&a.identity, &b.identity) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    };
+    same_identity
+        && Arc::ptr_eq(&a.remove_headers, &b.remove_headers)
+        && Arc::ptr_eq(&a.add_headers, &b.add_headers)
+        && a.reason == b.reason
+        && a.cache_hit == b.cache_hit
+        && a.new_path == b.new_path
+        && a.response_headers == b.response_headers
+        && a.lists.is_none()
+        && b.lists.is_none()
+}
+
+/// A forward JavaScript holds in `slot` (see [`Recent`]).
+#[derive(Serialize)]
+struct AgainOut {
+    kind: &'static str,
+    slot: usize,
+    n: u64,
+}
+
+/// A verdict before it crosses: JSON, or a forward JavaScript already holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Out {
+    /// The verdict as JSON (see the crate docs).
+    Json(String),
+    /// The forward JavaScript keeps in this slot, with this number.
+    Again { slot: usize, n: u64 },
+}
+
+impl Out {
+    /// As JSON: `{"kind":"again","slot":…,"n":…}` for a kept forward.
+    pub fn json(self) -> String {
+        match self {
+            Out::Json(s) => s,
+            Out::Again { slot, n } => serialize(&AgainOut {
+                kind: "again",
+                slot,
+                n,
+            }),
+        }
+    }
 }
 
 /// A `verify` verdict: `job_bytes(job)` holds the signing input (`input_len` bytes) and then
@@ -165,7 +292,7 @@ fn respond_json(r: &Response) -> String {
     })
 }
 
-fn forward_json(f: &Forward, lists: u32) -> String {
+fn forward_json(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
     serialize(&ForwardOut {
         kind: "forward",
         remove_headers: &f.remove_headers,
@@ -176,6 +303,7 @@ fn forward_json(f: &Forward, lists: u32) -> String {
         reason: f.reason.as_str(),
         cache_hit: f.cache_hit,
         lists,
+        keep,
     })
 }
 
@@ -280,6 +408,8 @@ pub struct Host {
     /// List filters of forwarded requests, by number (see [`Host::list_open`]).
     lists: BTreeMap<u32, ListSlot>,
     next_list: u32,
+    /// Forward verdicts JavaScript keeps parsed.
+    recent: Recent,
 }
 
 /// Work handed to JavaScript and resumed later.
@@ -313,6 +443,7 @@ impl Host {
             exchange_waits: BTreeMap::new(),
             lists: BTreeMap::new(),
             next_list: 1,
+            recent: Recent::new(),
             gateway,
             keys,
             schedule,
@@ -356,6 +487,26 @@ impl Host {
         now_ms: u64,
         previous: u64,
     ) -> String {
+        self.decide_out(
+            method, scheme, authority, path, headers, body_state, body, now_ms, previous,
+        )
+        .json()
+    }
+
+    /// [`Host::decide`], with a forward JavaScript holds left as [`Out::Again`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_out(
+        &mut self,
+        method: &str,
+        scheme: &str,
+        authority: &str,
+        path: &str,
+        headers: &str,
+        body_state: u8,
+        body: &[u8],
+        now_ms: u64,
+        previous: u64,
+    ) -> Out {
         let now = now_ms / 1000;
         let headers = parse_headers(headers);
         let mut req = Request::new(method, scheme, authority, path, &headers);
@@ -371,7 +522,10 @@ impl Host {
         } else {
             (self.waits.remove(&previous), None)
         };
-        self.verdict_json(verdict, previous, exchange, now_ms)
+        match verdict {
+            Verdict::Forward(f) => self.forward_out(f),
+            other => Out::Json(self.verdict_json(other, previous, exchange, now_ms)),
+        }
     }
 
     /// Completes a signature job with JavaScript's answer. An unknown job (already resumed,
@@ -807,8 +961,13 @@ impl Host {
         to_json(&v)
     }
 
+    /// A forward verdict as JSON.
+    fn forward_json(&mut self, f: Forward) -> String {
+        self.forward_out(f).json()
+    }
+
     /// A forward verdict; its list filter, if any, is kept for [`Host::list_open`].
-    fn forward_json(&mut self, mut f: Forward) -> String {
+    fn forward_out(&mut self, mut f: Forward) -> Out {
         let lists = match f.lists.take() {
             Some(l) => {
                 let id = self.next_list;
@@ -823,7 +982,18 @@ impl Host {
             }
             None => 0,
         };
-        forward_json(&f, lists)
+        match self.recent.find(&f) {
+            Ok((at, true)) => Out::Again {
+                slot: at.slot,
+                n: at.n,
+            },
+            Ok((at, false)) => {
+                let json = forward_json(&f, lists, Some(at));
+                self.recent.keep(at, f);
+                Out::Json(json)
+            }
+            Err(()) => Out::Json(forward_json(&f, lists, None)),
+        }
     }
 
     /// The upstream's answer to a forward with list filter `id` (`headers` as `name:value`
@@ -933,6 +1103,54 @@ fn exchange_report_json(report: &ExchangeReport, uri: &str) -> String {
 #[wasm_bindgen]
 pub struct Engine {
     host: Host,
+    /// Where JavaScript writes a request's head (UTF-8) and body before
+    /// [`Engine::body_limit`] and [`Engine::decide`] (see [`Engine::io`]).
+    io: IoBuffer,
+    /// The last verdict of [`Engine::decide`] that crosses as JSON.
+    verdict: String,
+}
+
+/// A kept forward crosses as one number, `slot × KEPT_N_LIMIT + n`, exact in an f64
+/// (2^12 × 2^40 < 2^53).
+const KEPT_N_LIMIT: u64 = 1 << 40;
+const KEPT_SLOT_LIMIT: usize = 1 << 12;
+
+/// A request's bytes, written by JavaScript straight into Wasm memory. Passing the head as
+/// a `&str` argument costs, per call, an allocation, a copy made one character at a time in
+/// JavaScript, and a free; here the runtime's `TextEncoder.encodeInto` writes it once into a
+/// buffer that lives as long as the engine.
+#[derive(Default)]
+struct IoBuffer {
+    bytes: Vec<u8>,
+}
+
+impl IoBuffer {
+    /// A buffer larger than this is given back after the request that needed it.
+    const KEEP: usize = 64 * 1024;
+
+    /// The address of at least `len` writable bytes.
+    fn reserve(&mut self, len: usize) -> *mut u8 {
+        if self.bytes.len() < len || (self.bytes.len() > Self::KEEP && len <= Self::KEEP) {
+            self.bytes = vec![0; len.max(1024)];
+        }
+        self.bytes.as_mut_ptr()
+    }
+
+    /// The head (`head_len` bytes, UTF-8) and the body (`body_len` bytes after it) that
+    /// JavaScript wrote. Lengths beyond the buffer or a head that is not UTF-8 (neither is
+    /// ever written by our JavaScript) give an empty head, which the core refuses.
+    fn request(&self, head_len: usize, body_len: usize) -> (&str, &[u8]) {
+        let head = self
+            .bytes
+            .get(..head_len)
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .unwrap_or("");
+        let body = head_len
+            .checked_add(body_len)
+            .and_then(|end| self.bytes.get(head_len..end))
+            .unwrap_or(&[]);
+        (head, body)
+    }
 }
 
 /// The request headers the core reads ([`mcp_edge_auth_core::READ_HEADERS`]), one per line:
@@ -950,35 +1168,52 @@ impl Engine {
     #[wasm_bindgen(constructor)]
     pub fn new(config_json: &str) -> Result<Engine, JsValue> {
         Host::new(config_json)
-            .map(|host| Engine { host })
+            .map(|host| Engine {
+                host,
+                io: IoBuffer::default(),
+                verdict: String::new(),
+            })
             .map_err(|e| JsValue::from_str(&e))
     }
 
+    /// The address in this module's memory of `len` bytes where JavaScript writes the next
+    /// request: its head, UTF-8 (the method, scheme, authority and path with query, then the
+    /// headers as `name:value` lines — those of [`read_headers`] suffice —, all joined with
+    /// `\n`), then its body if it was read. Valid until the next call into the engine.
+    pub fn io(&mut self, len: usize) -> *mut u8 {
+        self.io.reserve(len)
+    }
+
     /// How many body bytes to read before `decide`, or -1 when the body does not matter.
-    /// `head` as for [`Engine::decide`].
-    pub fn body_limit(&self, head: &str) -> f64 {
+    /// The head (`head_len` bytes) is in [`Engine::io`].
+    pub fn body_limit(&self, head_len: usize) -> f64 {
+        let (head, _) = self.io.request(head_len, 0);
         split_head(head)
             .and_then(|(m, s, a, p, h)| self.host.body_limit(m, s, a, p, h))
             .map_or(-1.0, |n| n as f64)
     }
 
-    /// Decides a request. `head` is the method, scheme, authority and path (with query),
-    /// then the headers as `name:value` lines (those of [`read_headers`] suffice), all joined
-    /// with `\n` (one string: each string crossing into Wasm costs an allocation and a
-    /// copy); `body_state` is 0 (not read), 1 (`body` is the whole body) or 2 (too large);
-    /// `now` is `Date.now()`; `previous` is the `wait` the request was woken from (0: none).
+    /// Decides the request in [`Engine::io`]: `head_len` bytes of head, then `body_len`
+    /// bytes of body; `body_state` is 0 (not read), 1 (the body is the whole body) or 2 (too
+    /// large); `now` is `Date.now()`; `previous` is the `wait` the request was woken from
+    /// (0: none).
+    ///
+    /// Returns `slot × 2^40 + n` for the forward JavaScript keeps in `slot` with number `n`
+    /// (the `again` verdict, which so crosses without any JSON: a cache hit's common
+    /// answer), or -1: then [`Engine::verdict`] holds the verdict as JSON.
     pub fn decide(
         &mut self,
-        head: &str,
+        head_len: usize,
         body_state: u8,
-        body: &[u8],
+        body_len: usize,
         now: f64,
         previous: f64,
-    ) -> String {
+    ) -> f64 {
+        let (head, body) = self.io.request(head_len, body_len);
         // A head without its four lines (never sent by our JavaScript) is decided as an
         // empty request: the core refuses it.
         let (m, s, a, p, h) = split_head(head).unwrap_or_default();
-        self.host.decide(
+        let out = self.host.decide_out(
             m,
             s,
             a,
@@ -988,7 +1223,21 @@ impl Engine {
             body,
             millis(now),
             millis(previous),
-        )
+        );
+        match out {
+            Out::Again { slot, n } if slot < KEPT_SLOT_LIMIT && n < KEPT_N_LIMIT => {
+                slot as f64 * KEPT_N_LIMIT as f64 + n as f64
+            }
+            out => {
+                self.verdict = out.json();
+                -1.0
+            }
+        }
+    }
+
+    /// The verdict of the last [`Engine::decide`] that returned -1, as JSON (once).
+    pub fn verdict(&mut self) -> String {
+        core::mem::take(&mut self.verdict)
     }
 
     /// Completes a `verify` verdict.
@@ -1298,6 +1547,119 @@ mod tests {
         assert_eq!(v["kind"], "respond");
         assert_eq!(v["status"], 503);
         assert!(h.job_bytes(42).is_none());
+    }
+
+    /// A token of the config's issuer for `sub` (signature bytes arbitrary, one per token: the
+    /// tests answer the `verify` job themselves).
+    fn token(sub: &str, exp: u64) -> String {
+        let b = |v: &str| URL_SAFE_NO_PAD.encode(v);
+        let claims = format!(
+            r#"{{"iss":"https://as.example.com","aud":"https://mcp.example.com/mcp","sub":"{sub}","scope":"mcp:read","exp":{exp},"iat":1}}"#
+        );
+        format!(
+            "{}.{}.{}",
+            b(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#),
+            b(&claims),
+            b(&format!("signature of {sub}"))
+        )
+    }
+
+    /// Decides `token` as JavaScript does: verify jobs answered valid, `again` looked up in
+    /// the verdicts kept. Returns the forward (or respond) verdict.
+    fn decide_as_js(
+        h: &mut Host,
+        kept: &mut BTreeMap<u64, (u64, Value)>,
+        token: &str,
+        now_ms: u64,
+    ) -> (Value, bool) {
+        let headers = format!("authorization:Bearer {token}");
+        let mut v = parse(&h.decide(
+            "GET",
+            "https",
+            "mcp.example.com",
+            "/mcp",
+            &headers,
+            0,
+            &[],
+            now_ms,
+            0,
+        ));
+        if v["kind"] == "verify" {
+            v = parse(&h.resume(v["job"].as_u64().unwrap() as u32, true, now_ms));
+        }
+        if v["kind"] == "again" {
+            let (n, kept) = kept
+                .get(&v["slot"].as_u64().unwrap())
+                .expect("a slot JavaScript holds");
+            assert_eq!(
+                *n,
+                v["n"].as_u64().unwrap(),
+                "the verdict JavaScript holds in that slot"
+            );
+            return (kept.clone(), true);
+        }
+        if let Some(k) = v.get("keep") {
+            kept.insert(
+                k["slot"].as_u64().unwrap(),
+                (k["n"].as_u64().unwrap(), v.clone()),
+            );
+        }
+        (v, false)
+    }
+
+    #[test]
+    fn a_forward_again_crosses_as_its_slot_and_is_always_that_identity_s() {
+        let config = config().replacen(
+            r#""required_scopes":["mcp:read"],"#,
+            r#""required_scopes":["mcp:read"],"claim_to_headers":[{"header_name":"x-mcp-subject","claim_name":"sub"}],"#,
+            1,
+        );
+        let mut h = Host::new(&config).unwrap();
+        let mut kept = BTreeMap::new();
+        let now = 1_800_000_000_000;
+        let exp = now / 1000 + 60;
+        let subjects: Vec<String> = (0..600).map(|i| format!("client-{i}")).collect();
+        let tokens: Vec<String> = subjects.iter().map(|s| token(s, exp)).collect();
+        // First sight: verified, not kept (a token verified anew never repeats); first cache
+        // hit: kept; then the same again.
+        let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
+        assert!(
+            !again && v["kind"] == "forward" && v["cache_hit"] == false && v.get("keep").is_none(),
+            "{v}"
+        );
+        let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
+        assert!(
+            !again && v["cache_hit"] == true && v.get("keep").is_some(),
+            "{v}"
+        );
+        let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
+        assert!(
+            again && v["identity"]["subject"] == "client-0" && v["cache_hit"] == true,
+            "{v}"
+        );
+        // Many identities in a pseudo-random order (more than the slots): every verdict,
+        // kept or not, is the token's own.
+        let mut againn = 0;
+        let mut x: u64 = 7;
+        for step in 0..5000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = ((x >> 33) % if step % 2 == 0 { 8 } else { 600 }) as usize;
+            let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[i], now + step);
+            assert_eq!(v["kind"], "forward", "{v}");
+            assert_eq!(v["identity"]["subject"], subjects[i].as_str(), "{v}");
+            assert_eq!(v["add_headers"][0][1], subjects[i].as_str(), "{v}");
+            againn += usize::from(again);
+        }
+        assert!(
+            againn > 2000,
+            "the frequent identities cross as their slot: {againn}"
+        );
+        // Expired: refused, never a kept forward.
+        let (v, _) = decide_as_js(&mut h, &mut kept, &tokens[0], (exp + 120) * 1000);
+        assert_eq!(v["kind"], "respond", "{v}");
+        assert_eq!(v["status"], 401, "{v}");
     }
 
     #[test]
