@@ -339,7 +339,17 @@ export class McpEdgeAuth {
     try {
       const decided = this.#decideFully(request, url, ctx);
       if (decided instanceof Promise) {
-        return decided.then((d) => this.#carryOut(d, url, started)).catch((e) => this.#failed(e));
+        // One promise for both outcomes (a `.catch` after the `.then` is one more turn).
+        return decided.then(
+          (d) => {
+            try {
+              return this.#carryOut(d, url, started);
+            } catch (e) {
+              return this.#failed(e);
+            }
+          },
+          (e) => this.#failed(e),
+        );
       }
       return Promise.resolve(this.#carryOut(decided, url, started));
     } catch (e) {

@@ -1663,6 +1663,25 @@ mod tests {
     }
 
     #[test]
+    fn io_buffer_lengths_beyond_it_or_bytes_not_utf8_give_an_empty_request() {
+        let mut io = IoBuffer::default();
+        let at = io.reserve(8);
+        assert!(!at.is_null());
+        io.bytes[..8].copy_from_slice(b"GET\nabcd");
+        assert_eq!(io.request(4, 4), ("GET\n", &b"abcd"[..]));
+        assert_eq!(io.request(usize::MAX, 0), ("", &[][..]));
+        assert_eq!(io.request(4, usize::MAX), ("GET\n", &[][..]));
+        assert_eq!(io.request(4, io.bytes.len()), ("GET\n", &[][..]));
+        io.bytes[1] = 0xff;
+        assert_eq!(io.request(4, 0).0, "");
+        // A large request's buffer is given back after it.
+        io.reserve(1 << 20);
+        assert_eq!(io.bytes.len(), 1 << 20);
+        io.reserve(10);
+        assert!(io.bytes.len() <= IoBuffer::KEEP);
+    }
+
+    #[test]
     fn time_conversion() {
         assert_eq!(millis(f64::NAN), 0);
         assert_eq!(millis(-5.0), 0);
