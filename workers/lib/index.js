@@ -279,9 +279,8 @@ export class McpEdgeAuth {
   #log;
   #fetch;
   #cacheApi;
-  #keys = new Map(); // "issuer/generation/index" -> Promise<CryptoKey|null>
+  #keys = new Map(); // issuer -> { generation, keys: [index] -> Promise<CryptoKey|null> }
   #ready = new WeakMap(); // such a promise -> its CryptoKey, once imported
-  #keyGeneration = new Map(); // issuer -> generation the key cache holds
   #waiters = new Map(); // wait number -> resolve()
   #due = 0; // Date.now() at which the key schedule next has work
   #kept = []; // slot -> { n, v }: forward verdicts the engine sends again as `again`
@@ -623,14 +622,15 @@ export class McpEdgeAuth {
 
   /** The imported CryptoKey (a promise) for one key of one generation; undefined when stale. */
   #cryptoKey(issuer, generation, index) {
-    const id = `${issuer}/${generation}/${index}`;
-    const cached = this.#keys.get(id);
+    let set = this.#keys.get(issuer);
+    const cached = set?.generation === generation ? set.keys[index] : undefined;
     if (cached) return cached;
     const raw = this.#engine.key_jwk(issuer, index, generation);
     if (raw === undefined) return undefined;
-    if (this.#keyGeneration.get(issuer) !== generation) {
-      for (const k of [...this.#keys.keys()]) if (k.startsWith(`${issuer}/`)) this.#keys.delete(k);
-      this.#keyGeneration.set(issuer, generation);
+    // A new generation replaces the issuer's imported keys.
+    if (set?.generation !== generation) {
+      set = { generation, keys: [] };
+      this.#keys.set(issuer, set);
     }
     const { alg, jwk } = JSON.parse(raw);
     const params = ALGORITHMS[alg];
@@ -646,7 +646,7 @@ export class McpEdgeAuth {
           },
         )
       : Promise.resolve(null);
-    this.#keys.set(id, p);
+    set.keys[index] = p;
     return p;
   }
 
