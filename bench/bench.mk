@@ -15,7 +15,9 @@
 #                      an A/B of a change in seconds; prints, writes nothing
 # Each bench-* target rewrites BENCHMARKS.md from whatever results .build/bench/ holds.
 # Knobs (environment or make variables): BENCH_SECONDS (2 per cell), BENCH_ROUNDS (5),
-# BENCH_CONCURRENCY (1,2), BENCH_ALGS (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
+# BENCH_WORKER_SECONDS / BENCH_WORKER_ROUNDS (the Workers run: 1 s, 10 rounds, unless
+# BENCH_SECONDS / BENCH_ROUNDS are set), BENCH_CONCURRENCY (1,2), BENCH_ALGS
+# (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
 # BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_MICRO_MS (500),
 # BENCH_CRITERION_SECONDS (1); e.g. make bench BENCH_SECONDS=10 BENCH_ROUNDS=9. CPU placement
 # (taskset) is described in bench/envoy.mjs and BENCHMARKS.md.
@@ -25,7 +27,8 @@ BENCH_WASM         := $(ROOT)/target/wasm32-wasip1/release/mcp-edge-auth-bench.w
 # ring's C code for wasm32-wasip1 (the Wasm micro runs): clang and an LLVM archiver.
 BENCH_AR            = $(or $(shell command -v llvm-ar 2>/dev/null),$(lastword $(sort $(wildcard /usr/bin/llvm-ar-*))),llvm-ar)
 
-export BENCH_SECONDS BENCH_ROUNDS BENCH_CONCURRENCY BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
+export BENCH_SECONDS BENCH_ROUNDS BENCH_WORKER_SECONDS BENCH_WORKER_ROUNDS BENCH_CONCURRENCY \
+       BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
        BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS \
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 

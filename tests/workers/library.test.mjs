@@ -115,7 +115,7 @@ describe('library: imported by another Worker', () => {
 
   it('many callers, each token reused: every request carries its own identity (kept verdicts)', async () => {
     // The engine sends a cached token's forward again as a slot of verdicts the library keeps
-    // (256 slots): with more callers than slots, in an interleaved order and concurrently, no
+    // (1,024 slots): with callers colliding in slots, in an interleaved order and concurrently, no
     // request may ever be handed another caller's identity.
     const callers = [];
     for (let i = 0; i < 300; i += 1) {
