@@ -299,10 +299,15 @@ const cpuModel = (() => {
 })();
 const loads = [envoy && ['Envoy', envoy], workers && ['Workers', workers], micro && ['micro', micro]].filter(Boolean)
   .map(([n, r]) => `${n} ${r.load_before?.join('/')} → ${r.load_after?.join('/')}`).join('; ');
-const measured = envoy?.commit ?? workers?.commit ?? micro?.commit;
-const commitLine = measured
-  ? `${measured.replace(/\+$/, '')}${measured.endsWith('+') ? ' (with uncommitted changes)' : ''}`
-  : `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain']) !== '' ? ' (with uncommitted changes)' : ''}`;
+const commitOf = (c) => `${c.replace(/\+$/, '')}${c.endsWith('+') ? ' (with uncommitted changes)' : ''}`;
+// Each part names the commit it measured; parts run separately (make bench-workers, …) may differ.
+const parts = [['Envoy', envoy], ['Workers', workers], ['micro', micro]].filter(([, r]) => r?.commit);
+const commits = [...new Set(parts.map(([, r]) => r.commit))];
+const commitLine = commits.length === 0
+  ? `${sh('git', ['rev-parse', '--short', 'HEAD'])}${sh('git', ['status', '--porcelain']) !== '' ? ' (with uncommitted changes)' : ''}`
+  : commits.length === 1
+    ? commitOf(commits[0])
+    : commits.map((c) => `${commitOf(c)} (${parts.filter(([, r]) => r.commit === c).map(([n]) => n).join(', ')})`).join('; ');
 const head = [
   '# Benchmarks',
   '',
