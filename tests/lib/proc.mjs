@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export function freePort() {
+function probePort() {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.unref();
@@ -18,6 +18,25 @@ export function freePort() {
       s.close(() => resolve(port));
     });
   });
+}
+
+/** Ports this process has handed out: the kernel may offer a just-closed one again. */
+const handedOut = new Set();
+
+/**
+ * A port free on 127.0.0.1 now, and never one this process handed out before: a test that
+ * asks twice before binding (a listener port, then Envoy's admin port) got the same port
+ * from the kernel once, and Envoy could not bind its listener (make test, 2026-12-07).
+ */
+export async function freePort() {
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = await probePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error('no free port that was not handed out already');
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
