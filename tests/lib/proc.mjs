@@ -1,42 +1,60 @@
 // Process and port helpers: tests start and stop their own processes by PID, on free ports.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, openSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function probePort() {
-  return new Promise((resolve, reject) => {
+/** Binds 127.0.0.1:`port` (0: any) and closes it again; resolves the port, or null if taken. */
+function probePort(port) {
+  return new Promise((resolve) => {
     const s = createServer();
     s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+    s.on('error', () => resolve(null));
+    s.listen(port, '127.0.0.1', () => {
+      const bound = s.address().port;
+      s.close(() => resolve(bound));
     });
   });
 }
 
-/** Ports this process has handed out: the kernel may offer a just-closed one again. */
+/**
+ * Where test ports are drawn: below the kernel's ephemeral range, which outgoing connections
+ * (thousands per suite, thousands more in TIME-WAIT) draw from too. A port from `listen(0)`
+ * lies in that range, and was taken by some outgoing connection before Envoy bound its
+ * listener to it (make test, 2026-12-07, twice in a row).
+ */
+const PORT_RANGE = (() => {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // Not Linux: the default range's start.
+  }
+  return low > 12000 ? [10000, low - 1] : null;
+})();
+
+/** Ports this process has handed out: never the same one twice. */
 const handedOut = new Set();
 
 /**
- * A port free on 127.0.0.1 now, and never one this process handed out before: a test that
- * asks twice before binding (a listener port, then Envoy's admin port) got the same port
- * from the kernel once, and Envoy could not bind its listener (make test, 2026-12-07).
+ * A port free on 127.0.0.1 now, outside the ephemeral range where there is room, and never
+ * one this process handed out before (asked twice before binding, the kernel once offered
+ * the same port for a listener and for Envoy's admin).
  */
 export async function freePort() {
-  for (let attempt = 0; attempt < 50; attempt += 1) {
-    const port = await probePort();
-    if (!handedOut.has(port)) {
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const wanted = PORT_RANGE ? PORT_RANGE[0] + Math.floor(Math.random() * (PORT_RANGE[1] - PORT_RANGE[0] + 1)) : 0;
+    const port = await probePort(wanted);
+    if (port !== null && !handedOut.has(port)) {
       handedOut.add(port);
       return port;
     }
   }
-  throw new Error('no free port that was not handed out already');
+  throw new Error('no free port found');
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
