@@ -40,7 +40,8 @@
 //! (MCP rules that look at JSON-RPC methods), and handed to [`Engine::decide`] with
 //! `body_state` 1 (bytes) or 2 (larger than the limit: 413).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -169,55 +170,128 @@ struct Kept {
 /// Only a cache hit's forward is kept (only those repeat: a token verified anew gets a new
 /// identity), and only one without per-request parts: no list filter (its number is new
 /// each time), no rewritten path, no response headers (CORS follows the request's origin).
+///
+/// Any identity may take any slot (found by its address); when every slot is taken, the
+/// CLOCK hand gives the slot of one not sent again since the hand last passed (a
+/// second-chance approximation of least recently used), so the busy callers stay kept.
 struct Recent {
-    slots: Vec<Option<(Forward, u64)>>,
+    slots: Vec<Option<KeptForward>>,
+    /// The slot of each kept identity, by the identity's address.
+    by_identity: HashMap<usize, usize, BuildHasherDefault<AddressHasher>>,
+    /// The CLOCK hand: the next slot considered for eviction.
+    hand: usize,
     next: u64,
 }
 
+/// A forward JavaScript holds, its number, and whether it was sent again since the CLOCK
+/// hand last passed.
+struct KeptForward {
+    forward: Forward,
+    n: u64,
+    used: bool,
+}
+
 impl Recent {
-    /// Slots: the busy callers of an isolate. With 1,000 callers of Zipf-skewed activity
-    /// (the bench's reuse workload) and identities spread at random over the slots, 256
-    /// slots send 63% of the requests again, 1,024 slots 86% (simulated). Each slot holds
-    /// one forward here and its parsed copy in JavaScript (about a kilobyte): 1 MiB at most.
+    /// Slots: the busy callers of an isolate. With Zipf-skewed activity over 1,000 callers
+    /// (the bench's reuse workload), 1,024 slots send 99.8% of the requests again (slots
+    /// by address hash alone: 86%); over 4,000 callers 77% (70%), over 10,000 67% (61%)
+    /// (simulated). Each slot holds one forward here and its parsed copy in JavaScript
+    /// (about a kilobyte): 1 MiB at most.
     const SLOTS: usize = 1024;
 
     fn new() -> Recent {
         Recent {
             slots: (0..Self::SLOTS).map(|_| None).collect(),
+            by_identity: HashMap::default(),
+            hand: 0,
             next: 1,
         }
     }
 
-    /// The slot of `f` and whether JavaScript already holds it: `Err` when `f` cannot be
-    /// kept.
-    fn find(&self, f: &Forward) -> Result<(Kept, bool), ()> {
-        let id = match &f.identity {
+    /// The identity address `f` is kept by, when `f` can be kept.
+    fn key(f: &Forward) -> Option<usize> {
+        match &f.identity {
             Some(id)
                 if f.cache_hit
                     && f.lists.is_none()
                     && f.new_path.is_none()
                     && f.response_headers.is_empty() =>
             {
-                id
+                Some(Arc::as_ptr(id) as *const u8 as usize)
             }
-            _ => return Err(()),
-        };
-        // The identity's address spread over the slots (Fibonacci hashing: allocations
-        // a fixed stride apart land in different slots).
-        let addr = Arc::as_ptr(id) as *const u8 as usize as u64;
-        let slot = (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize % Self::SLOTS;
-        match self.slots.get(slot) {
-            Some(Some((kept, n))) if same(kept, f) => Ok((Kept { slot, n: *n }, true)),
-            Some(_) => Ok((Kept { slot, n: self.next }, false)),
-            None => Err(()),
+            _ => None,
         }
     }
 
-    fn keep(&mut self, at: Kept, f: Forward) {
-        if let Some(s) = self.slots.get_mut(at.slot) {
-            *s = Some((f, at.n));
-            self.next += 1;
+    /// The slot of `f` and whether JavaScript already holds it: `Err` when `f` cannot be
+    /// kept. A forward not held gets its identity's slot (its headers changed) or the one
+    /// the CLOCK hand gives up; [`Recent::keep`] then fills it.
+    fn find(&mut self, f: &Forward) -> Result<(Kept, bool), ()> {
+        let key = Self::key(f).ok_or(())?;
+        if let Some(&slot) = self.by_identity.get(&key) {
+            return match self.slots.get_mut(slot) {
+                Some(Some(k)) if same(&k.forward, f) => {
+                    k.used = true;
+                    Ok((Kept { slot, n: k.n }, true))
+                }
+                Some(_) => Ok((Kept { slot, n: self.next }, false)),
+                None => Err(()),
+            };
         }
+        // At most two turns: the first clears every second chance it passes.
+        for _ in 0..2 * Self::SLOTS {
+            let slot = self.hand;
+            self.hand = (self.hand + 1) % Self::SLOTS;
+            match self.slots.get_mut(slot) {
+                Some(Some(k)) if k.used => k.used = false,
+                Some(_) => return Ok((Kept { slot, n: self.next }, false)),
+                None => return Err(()),
+            }
+        }
+        Err(())
+    }
+
+    fn keep(&mut self, at: Kept, f: Forward) {
+        let Some(key) = Self::key(&f) else { return };
+        let Some(s) = self.slots.get_mut(at.slot) else {
+            return;
+        };
+        if let Some(old) = s.take() {
+            if let Some(old_key) = Self::key(&old.forward) {
+                if self.by_identity.get(&old_key) == Some(&at.slot) {
+                    self.by_identity.remove(&old_key);
+                }
+            }
+        }
+        *s = Some(KeptForward {
+            forward: f,
+            n: at.n,
+            used: true,
+        });
+        self.by_identity.insert(key, at.slot);
+        self.next += 1;
+    }
+}
+
+/// The hasher of [`Recent`]'s map, whose keys are addresses of live allocations:
+/// Fibonacci hashing spreads them (allocations a fixed stride apart land apart) at the cost
+/// of a multiplication, and no caller chooses them.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        // The product's high bits are the well-mixed ones; the map indexes by the low bits.
+        let h = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
     }
 }
 
@@ -983,7 +1057,14 @@ impl Host {
             }
             None => 0,
         };
-        match self.recent.find(&f) {
+        // A list filter is this request's own (its number is new each time): never kept.
+        // (`f.lists` was taken above, so `Recent` cannot see it.)
+        let kept = if lists == 0 {
+            self.recent.find(&f)
+        } else {
+            Err(())
+        };
+        match kept {
             Ok((at, true)) => Out::Again {
                 slot: at.slot,
                 n: at.n,
@@ -1661,6 +1742,62 @@ mod tests {
         let (v, _) = decide_as_js(&mut h, &mut kept, &tokens[0], (exp + 120) * 1000);
         assert_eq!(v["kind"], "respond", "{v}");
         assert_eq!(v["status"], 401, "{v}");
+    }
+
+    #[test]
+    fn every_busy_caller_stays_kept_and_a_list_answer_never_is() {
+        let config = config().replacen(
+            r#""required_scopes":["mcp:read"],"#,
+            r#""required_scopes":["mcp:read"],"mcp":{"rules":[{"method":"tools/call","name":"admin_*","scopes":["mcp:admin"]}]},"#,
+            1,
+        );
+        let mut h = Host::new(&config).unwrap();
+        let mut kept = BTreeMap::new();
+        let now = 1_800_000_000_000;
+        let exp = now / 1000 + 60;
+        // 1,000 callers (fewer than the slots), each seen twice: then every cache hit of
+        // every one of them crosses as its slot, whatever their identities' addresses.
+        let tokens: Vec<String> = (0..1000).map(|i| token(&format!("c-{i}"), exp)).collect();
+        for t in tokens.iter().chain(tokens.iter()) {
+            decide_as_js(&mut h, &mut kept, t, now);
+        }
+        for (i, t) in tokens.iter().enumerate().rev() {
+            let (v, again) = decide_as_js(&mut h, &mut kept, t, now);
+            assert!(again, "caller {i}: {v}");
+            assert_eq!(v["identity"]["subject"], format!("c-{i}"));
+        }
+        // tools/list: the answer is filtered per request, so its forward is never kept nor
+        // sent again, however often the same token lists.
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let headers = format!(
+            "authorization:Bearer {}\ncontent-type:application/json\naccept:application/json, text/event-stream",
+            tokens[0]
+        );
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let v = parse(&h.decide(
+                "POST",
+                "https",
+                "mcp.example.com",
+                "/mcp",
+                &headers,
+                BODY_BYTES,
+                body,
+                now,
+                0,
+            ));
+            assert_eq!(v["kind"], "forward", "{v}");
+            assert!(v.get("keep").is_none(), "{v}");
+            let id = v["lists"].as_u64().unwrap();
+            assert!(
+                id > 0 && !ids.contains(&id),
+                "a list filter of its own: {v}"
+            );
+            ids.push(id);
+        }
+        // The caller's next plain request is still its kept verdict.
+        let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
+        assert!(again, "{v}");
     }
 
     #[test]
