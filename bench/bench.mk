@@ -15,7 +15,7 @@
 #                      an A/B of a change in seconds; prints, writes nothing
 # Each bench-* target rewrites BENCHMARKS.md from whatever results .build/bench/ holds.
 # Knobs (environment or make variables): BENCH_SECONDS (2 per cell), BENCH_ROUNDS (5),
-# BENCH_WORKER_SECONDS / BENCH_WORKER_ROUNDS (the Workers run: 1 s, 10 rounds, unless
+# BENCH_WORKER_SECONDS / BENCH_WORKER_ROUNDS (the Workers run: 1 s, 20 rounds, unless
 # BENCH_SECONDS / BENCH_ROUNDS are set), BENCH_CONCURRENCY (1,2), BENCH_ALGS
 # (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
 # BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_MICRO_MS (500),
