@@ -135,7 +135,8 @@ export function commit() {
   try {
     const opts = { cwd: ROOT, stdio: ['ignore', 'pipe', 'ignore'] };
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], opts).toString().trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], opts).toString().trim() !== '';
+    // The report's own outputs do not make the measured code dirty.
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', '.', ':!BENCHMARKS.md', ':!bench/envoy-ratios.png'], opts).toString().trim() !== '';
     return `${head}${dirty ? '+' : ''}`;
   } catch {
     return 'unknown';
