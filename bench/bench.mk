@@ -10,6 +10,10 @@
 # make bench-report    BENCHMARKS.md and the plot from the results in .build/bench/
 # make bench-profile   (not in make bench; needs perf; ~4 min) where the filter's time goes: adds a
 #                      section to BENCHMARKS.md (bench/profile.mjs)
+# make bench-profile-workers  (not in make bench; needs perf; ~2 min) where the Worker's time
+#                      goes: workerd's CPU per request by group (the core's Wasm, JavaScript, V8,
+#                      workerd, crypto, kernel) for the floor, ours and the jose Worker, and the
+#                      core's hottest Wasm functions (bench/profile-workers.mjs); prints only
 # make bench-filter-host  (not in make bench; ~1 min) the filter's Wasm time of a cache hit
 #                      beside the floor filter's, in Node without Envoy (bench/filter-host.mjs):
 #                      an A/B of a change in seconds; prints, writes nothing
@@ -33,7 +37,7 @@ export BENCH_SECONDS BENCH_ROUNDS BENCH_WORKER_SECONDS BENCH_WORKER_ROUNDS BENCH
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
-        bench-build-micro bench-build-floor bench-filter-host
+        bench-build-micro bench-build-floor bench-filter-host bench-profile-workers
 
 # wrk (soak-tools), Envoy (setup-python), workerd and jose (setup-node), clang and llvm-ar
 # (Debian), matplotlib (pinned, into the project venv).
@@ -107,3 +111,15 @@ bench-profile: bench-build-micro envoy-wasm envoy-module
 	  $(CARGO) build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1 --release
 	node bench/profile.mjs
 	$(BENCH_REPORT)
+
+# The Worker's split (bench/profile-workers.mjs). The core's module is the shipped one's
+# wasm-bindgen output optimised the same way but keeping its name section (-g), so that perf
+# names the core's functions; the shipped module strips it.
+BENCH_NAMED_WORKER_WASM := $(BENCH_OUT)/mcp_edge_auth_worker_named.wasm
+bench-profile-workers: bench-tools worker-build
+	@command -v perf >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null; }
+	@mkdir -p $(BENCH_OUT)
+	$(WASM_OPT) -O3 -g --strip-producers $(WASM_OPT_FEATURES) \
+	  $(WORKER_BINDGEN)/mcp_edge_auth_worker_bg.wasm -o $(BENCH_NAMED_WORKER_WASM)
+	BENCH_PROFILE_WASM=$(BENCH_NAMED_WORKER_WASM) node bench/profile-workers.mjs

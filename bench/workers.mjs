@@ -19,6 +19,7 @@
 // BENCH_WARMUP_SECONDS (1). Writes .build/bench/workers.json.
 import { writeFileSync, readdirSync, statSync, existsSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { execFileSync } from 'node:child_process';
 
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
@@ -62,8 +63,8 @@ function filesUnder(dir) {
 }
 
 /** Modules named by their path under the repository, so relative imports resolve as on disk. */
-function modulesOf(variant) {
-  const m = (path, type = 'esModule') => ({ name: relative(ROOT, path), path, type });
+function modulesOf(variant, wasm = join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm')) {
+  const m = (path, type = 'esModule', name = relative(ROOT, path)) => ({ name, path, type });
   switch (variant) {
     case 'plain':
     case 'floor':
@@ -75,7 +76,8 @@ function modulesOf(variant) {
         m(join(ROOT, 'bench', 'workers', 'ours.js')),
         m(join(ROOT, 'workers', 'lib', 'index.js')),
         m(join(WASM_DIR, 'mcp_edge_auth_worker.js')),
-        m(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'), 'wasm'),
+        // Named as the library imports it, wherever the module is read from.
+        m(wasm, 'wasm', relative(ROOT, join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'))),
       ];
   }
 }
@@ -84,7 +86,7 @@ function ourConfig(jwks, cached) {
   return JSON.stringify(benchConfig({ resource: RESOURCE, issuer: ISSUER, jwks, cached }));
 }
 
-function capnpConfig({ dir, ports, jwks }) {
+function capnpConfig({ dir, ports, jwks, wasm, v8Flags = [] }) {
   const embed = (file) => `embed ${capnpString(relative(dir, file))}`;
   const bindingsOf = (v) => {
     if (v === 'ours_cache' || v === 'ours_nocache') {
@@ -102,7 +104,7 @@ function capnpConfig({ dir, ports, jwks }) {
   const ident = (v) => `${v.replace(/_(.)/g, (_, c) => c.toUpperCase())}Worker`; // capnp: camelCase
   const workers = VARIANTS.map((v) => `const ${ident(v)} :Workerd.Worker = (
   modules = [
-    ${modulesOf(v).map((m) => `(name = ${capnpString(m.name)}, ${m.type} = ${embed(m.path)})`).join(',\n    ')}
+    ${modulesOf(v, wasm).map((m) => `(name = ${capnpString(m.name)}, ${m.type} = ${embed(m.path)})`).join(',\n    ')}
   ],
   compatibilityDate = "${COMPATIBILITY_DATE}",
   bindings = [
@@ -111,7 +113,8 @@ function capnpConfig({ dir, ports, jwks }) {
 );`);
   return `using Workerd = import "/workerd/workerd.capnp";
 
-const config :Workerd.Config = (
+const config :Workerd.Config = (${v8Flags.length ? `
+  v8Flags = [${v8Flags.map(capnpString).join(', ')}],` : ''}
   services = [
     ${VARIANTS.map((v) => `(name = "${v}", worker = .${ident(v)})`).join(',\n    ')}
   ],
@@ -124,24 +127,21 @@ ${workers.join('\n\n')}
 `;
 }
 
-async function main() {
+/**
+ * Starts the benchmark's workerd (every variant on its own socket, workerd on
+ * BENCH_CPUS_WORKERD) and checks that valid tokens pass and forged or missing ones are refused
+ * everywhere. `wasm`: the core's module for our variants (bench/profile-workers.mjs passes a
+ * build that keeps function names); `v8Flags`: workerd's V8 flags.
+ */
+export async function startWorkersBench({ wasm, v8Flags } = {}) {
   if (!existsSync(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'))) throw new Error('no Worker wasm: run make worker-build');
   const dir = tempDir('mea-bench-workers-');
-  const { keys, jwks, tokens, files } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
-
+  const { tokens, files, jwks } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
   const ports = {};
   for (const v of VARIANTS) ports[v] = await freePort();
   const file = join(dir, 'workerd.capnp');
-  writeFileSync(file, capnpConfig({ dir, ports, jwks }));
+  writeFileSync(file, capnpConfig({ dir, ports, jwks, wasm, v8Flags }));
   const proc = startProcess('taskset', ['-c', CPUS_WORKERD, WORKERD, 'serve', file], { cwd: dir, env: { PWD: dir }, logFile: join(dir, 'workerd.log') });
-  const result = {
-    started: new Date().toISOString(),
-    workerd_version: execFileSync(WORKERD, ['--version']).toString().trim(),
-    settings: { seconds: SECONDS, rounds: ROUNDS, algs: ALGS, tokens: N_TOKENS, connections: CONNECTIONS, workerd_cpus: CPUS_WORKERD, wrk_cpus: CPUS_WRK },
-    commit: commit(),
-    load_before: loadAvg(),
-    cells: {},
-  };
   try {
     for (const v of VARIANTS) {
       await waitFor(async () => {
@@ -149,7 +149,6 @@ async function main() {
         return (await send(`http://127.0.0.1:${ports[v]}/mcp`)).status > 0;
       }, { ms: 30000, what: `workerd ${v}` });
     }
-    // Sanity: valid tokens pass everywhere, forged and missing ones are refused.
     for (const v of VARIANTS) {
       const url = `http://127.0.0.1:${ports[v]}/mcp`;
       for (const alg of ALGS) {
@@ -161,19 +160,38 @@ async function main() {
       }
       if (!OPEN.includes(v) && (await send(url)).status !== 401) throw new Error(`${v}: no token was not refused`);
     }
+  } catch (e) {
+    await proc.stop();
+    throw e;
+  }
+  /** One wrk run of `seconds` against a cell ({ variant, alg, workload }). */
+  const run = (cell, seconds) => runWrk({
+    url: `http://127.0.0.1:${ports[cell.variant]}/mcp`,
+    seconds, threads: 1, connections: CONNECTIONS,
+    script: join(ROOT, 'bench', 'wrk', `${cell.workload}.lua`),
+    scriptArgs: [files[cell.alg]],
+    cpus: CPUS_WRK,
+    pid: proc.child.pid,
+  });
+  return { dir, proc, run };
+}
+
+async function main() {
+  const { dir, proc, run } = await startWorkersBench();
+  const result = {
+    started: new Date().toISOString(),
+    workerd_version: execFileSync(WORKERD, ['--version']).toString().trim(),
+    settings: { seconds: SECONDS, rounds: ROUNDS, algs: ALGS, tokens: N_TOKENS, connections: CONNECTIONS, workerd_cpus: CPUS_WORKERD, wrk_cpus: CPUS_WRK },
+    commit: commit(),
+    load_before: loadAvg(),
+    cells: {},
+  };
+  try {
     const cells = [];
     for (const workload of ['one', 'zipf']) {
       for (const variant of OPEN) cells.push({ variant, alg: 'any', workload });
       for (const variant of VARIANTS.filter((v) => !OPEN.includes(v))) for (const alg of ALGS) cells.push({ variant, alg, workload });
     }
-    const run = (cell, seconds) => runWrk({
-      url: `http://127.0.0.1:${ports[cell.variant]}/mcp`,
-      seconds, threads: 1, connections: CONNECTIONS,
-      script: join(ROOT, 'bench', 'wrk', `${cell.workload}.lua`),
-      scriptArgs: [files[cell.alg]],
-      cpus: CPUS_WRK,
-      pid: proc.child.pid,
-    });
     log(`workers: workerd on CPU ${CPUS_WORKERD}, wrk on ${CPUS_WRK} (${CONNECTIONS} connections); warming up`);
     for (const cell of cells.filter((c) => c.workload === 'zipf')) await run(cell, WARMUP_SECONDS);
     for (let r = 0; r < ROUNDS; r += 1) {
@@ -192,4 +210,5 @@ async function main() {
   rmSync(dir, { recursive: true, force: true }); // kept on failure: workerd's log is there
 }
 
-await main();
+// Run when invoked as a script (bench/profile-workers.mjs imports the set-up).
+if (import.meta.url === pathToFileURL(process.argv[1]).href) await main();
