@@ -33,7 +33,7 @@ BENCH_AR            = $(or $(shell command -v llvm-ar 2>/dev/null),$(lastword $(
 
 export BENCH_SECONDS BENCH_ROUNDS BENCH_WORKER_SECONDS BENCH_WORKER_ROUNDS BENCH_CONCURRENCY \
        BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
-       BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS \
+       BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS BENCH_PROFILE_TOP \
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
@@ -114,7 +114,8 @@ bench-profile: bench-build-micro envoy-wasm envoy-module
 
 # The Worker's split (bench/profile-workers.mjs). The core's module is the shipped one's
 # wasm-bindgen output optimised the same way but keeping its name section (-g), so that perf
-# names the core's functions; the shipped module strips it.
+# names the core's functions; the shipped module strips it. BENCH_PROFILE_SECONDS (3),
+# BENCH_PROFILE_ROUNDS (3), BENCH_PROFILE_TOP (8 functions named).
 BENCH_NAMED_WORKER_WASM := $(BENCH_OUT)/mcp_edge_auth_worker_named.wasm
 bench-profile-workers: bench-tools worker-build
 	@command -v perf >/dev/null || { \

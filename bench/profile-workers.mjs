@@ -6,7 +6,8 @@
 // allocator, the kernel. For our Worker it also names the core's hottest Wasm functions (the
 // module is a build that keeps its name section: BENCH_PROFILE_WASM, made by the make target).
 //
-// Each cell runs BENCH_PROFILE_ROUNDS (3) interleaved rounds of BENCH_PROFILE_SECONDS (3): once
+// BENCH_PROFILE_TOP (8): how many Wasm functions to name. Each cell runs BENCH_PROFILE_ROUNDS
+// (3) interleaved rounds of BENCH_PROFILE_SECONDS (3): once
 // without perf for the CPU per request, once with perf (999 Hz, no call graphs) for the split;
 // a group's µs per request is its share of the samples times the CPU per request without perf
 // (medians over rounds). Needs perf (Debian's linux-perf) and root or perf_event_paranoid <= 1.
@@ -24,7 +25,7 @@ const SECONDS = knob('BENCH_PROFILE_SECONDS', 3);
 const ROUNDS = knob('BENCH_PROFILE_ROUNDS', 3);
 const WASM = process.env.BENCH_PROFILE_WASM;
 const CELLS = ['floor', 'ours_cache', 'ours_nocache', 'jose'].map((variant) => ({ variant, alg: variant === 'floor' ? 'any' : 'RS256', workload: 'one' }));
-const TOP_WASM = 8;
+const TOP_WASM = knob('BENCH_PROFILE_TOP', 8);
 
 /** perf report's self-time lines "  12.34%  [.] name" into [{ pct, name }]. */
 function perfSymbols(data) {
