@@ -14,6 +14,9 @@
 #                      goes: workerd's CPU per request by group (the core's Wasm, JavaScript, V8,
 #                      workerd, crypto, kernel) for the floor, ours and the jose Worker, and the
 #                      core's hottest Wasm functions (bench/profile-workers.mjs); prints only
+# make bench-ab-workers  (not in make bench; ~3 min after a build) this tree's Worker library
+#                      against the one of BENCH_AB_BASE (a commit; default HEAD), side by side
+#                      in one workerd, round by round (bench/ab-workers.mjs); prints only
 # make bench-filter-host  (not in make bench; ~1 min) the filter's Wasm time of a cache hit
 #                      beside the floor filter's, in Node without Envoy (bench/filter-host.mjs):
 #                      an A/B of a change in seconds; prints, writes nothing
@@ -33,11 +36,11 @@ BENCH_AR            = $(or $(shell command -v llvm-ar 2>/dev/null),$(lastword $(
 
 export BENCH_SECONDS BENCH_ROUNDS BENCH_WORKER_SECONDS BENCH_WORKER_ROUNDS BENCH_CONCURRENCY \
        BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
-       BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS BENCH_PROFILE_TOP \
+       BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS BENCH_PROFILE_TOP BENCH_AB_ROUNDS BENCH_AB_SECONDS \
        BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
-        bench-build-micro bench-build-floor bench-filter-host bench-profile-workers
+        bench-build-micro bench-build-floor bench-filter-host bench-profile-workers bench-ab-workers
 
 # wrk (soak-tools), Envoy (setup-python), workerd and jose (setup-node), clang and llvm-ar
 # (Debian), matplotlib (pinned, into the project venv).
@@ -124,3 +127,11 @@ bench-profile-workers: bench-tools worker-build
 	$(WASM_OPT) -O3 -g --strip-producers $(WASM_OPT_FEATURES) \
 	  $(WORKER_BINDGEN)/mcp_edge_auth_worker_bg.wasm -o $(BENCH_NAMED_WORKER_WASM)
 	BENCH_PROFILE_WASM=$(BENCH_NAMED_WORKER_WASM) node bench/profile-workers.mjs
+
+# The Worker library of this tree against another commit's (bench/ab-workers.mjs), built the
+# way worker-build builds this one. BENCH_AB_BASE (HEAD), BENCH_AB_ROUNDS (20),
+# BENCH_AB_SECONDS (1).
+BENCH_AB_BASE ?= HEAD
+bench-ab-workers: bench-tools worker-build
+	WASM_BINDGEN=$(WASM_BINDGEN) WASM_OPT=$(WASM_OPT) WASM_OPT_FEATURES="$(WASM_OPT_FEATURES)" \
+	  BENCH_AB_BASE=$(BENCH_AB_BASE) node bench/ab-workers.mjs

@@ -62,9 +62,17 @@ function filesUnder(dir) {
   return out;
 }
 
-/** Modules named by their path under the repository, so relative imports resolve as on disk. */
-function modulesOf(variant, wasm = join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm')) {
+/**
+ * Modules named by their path under the repository, so relative imports resolve as on disk.
+ * `base`: a directory holding another build of the library (`lib/index.js`, `lib/wasm/…`)
+ * and its benchmark Worker (`ours.js`), for the `base_*` variants (bench/ab-workers.mjs).
+ */
+function modulesOf(variant, wasm = join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'), base = null) {
   const m = (path, type = 'esModule', name = relative(ROOT, path)) => ({ name, path, type });
+  if (variant.startsWith('base_')) {
+    const b = (path, type) => m(join(base, path), type, `base/${path}`);
+    return [b('ours.js'), b('lib/index.js'), b('lib/wasm/mcp_edge_auth_worker.js'), b('lib/wasm/mcp_edge_auth_worker_bg.wasm', 'wasm')];
+  }
   switch (variant) {
     case 'plain':
     case 'floor':
@@ -86,12 +94,12 @@ function ourConfig(jwks, cached) {
   return JSON.stringify(benchConfig({ resource: RESOURCE, issuer: ISSUER, jwks, cached }));
 }
 
-function capnpConfig({ dir, ports, jwks, wasm, v8Flags = [] }) {
+function capnpConfig({ dir, ports, jwks, wasm, v8Flags = [], variants, base }) {
   const embed = (file) => `embed ${capnpString(relative(dir, file))}`;
   const bindingsOf = (v) => {
-    if (v === 'ours_cache' || v === 'ours_nocache') {
+    if (v.endsWith('_cache') || v.endsWith('_nocache')) {
       const file = join(dir, `${v}.json`);
-      writeFileSync(file, ourConfig(jwks, v === 'ours_cache'));
+      writeFileSync(file, ourConfig(jwks, v.endsWith('_cache')));
       return [`(name = "MCP_EDGE_AUTH_CONFIG", text = ${embed(file)})`, '(name = "MCP_EDGE_AUTH_LOG", text = "none")'];
     }
     if (v === 'jose') {
@@ -102,9 +110,9 @@ function capnpConfig({ dir, ports, jwks, wasm, v8Flags = [] }) {
     return [];
   };
   const ident = (v) => `${v.replace(/_(.)/g, (_, c) => c.toUpperCase())}Worker`; // capnp: camelCase
-  const workers = VARIANTS.map((v) => `const ${ident(v)} :Workerd.Worker = (
+  const workers = variants.map((v) => `const ${ident(v)} :Workerd.Worker = (
   modules = [
-    ${modulesOf(v, wasm).map((m) => `(name = ${capnpString(m.name)}, ${m.type} = ${embed(m.path)})`).join(',\n    ')}
+    ${modulesOf(v, wasm, base).map((m) => `(name = ${capnpString(m.name)}, ${m.type} = ${embed(m.path)})`).join(',\n    ')}
   ],
   compatibilityDate = "${COMPATIBILITY_DATE}",
   bindings = [
@@ -116,10 +124,10 @@ function capnpConfig({ dir, ports, jwks, wasm, v8Flags = [] }) {
 const config :Workerd.Config = (${v8Flags.length ? `
   v8Flags = [${v8Flags.map(capnpString).join(', ')}],` : ''}
   services = [
-    ${VARIANTS.map((v) => `(name = "${v}", worker = .${ident(v)})`).join(',\n    ')}
+    ${variants.map((v) => `(name = "${v}", worker = .${ident(v)})`).join(',\n    ')}
   ],
   sockets = [
-    ${VARIANTS.map((v) => `(name = "${v}", address = "127.0.0.1:${ports[v]}", http = (), service = "${v}")`).join(',\n    ')}
+    ${variants.map((v) => `(name = "${v}", address = "127.0.0.1:${ports[v]}", http = (), service = "${v}")`).join(',\n    ')}
   ],
 );
 
@@ -131,25 +139,27 @@ ${workers.join('\n\n')}
  * Starts the benchmark's workerd (every variant on its own socket, workerd on
  * BENCH_CPUS_WORKERD) and checks that valid tokens pass and forged or missing ones are refused
  * everywhere. `wasm`: the core's module for our variants (bench/profile-workers.mjs passes a
- * build that keeps function names); `v8Flags`: workerd's V8 flags.
+ * build that keeps function names); `v8Flags`: workerd's V8 flags; `base`: another build of
+ * the library, served as `base_nocache` and `base_cache` beside ours (see modulesOf).
  */
-export async function startWorkersBench({ wasm, v8Flags } = {}) {
+export async function startWorkersBench({ wasm, v8Flags, base = null } = {}) {
+  const variants = base ? [...VARIANTS, 'base_nocache', 'base_cache'] : VARIANTS;
   if (!existsSync(join(WASM_DIR, 'mcp_edge_auth_worker_bg.wasm'))) throw new Error('no Worker wasm: run make worker-build');
   const dir = tempDir('mea-bench-workers-');
   const { tokens, files, jwks } = await makeTokenSets({ algs: ALGS, n: N_TOKENS, issuer: ISSUER, resource: RESOURCE, dir });
   const ports = {};
-  for (const v of VARIANTS) ports[v] = await freePort();
+  for (const v of variants) ports[v] = await freePort();
   const file = join(dir, 'workerd.capnp');
-  writeFileSync(file, capnpConfig({ dir, ports, jwks, wasm, v8Flags }));
+  writeFileSync(file, capnpConfig({ dir, ports, jwks, wasm, v8Flags, variants, base }));
   const proc = startProcess('taskset', ['-c', CPUS_WORKERD, WORKERD, 'serve', file], { cwd: dir, env: { PWD: dir }, logFile: join(dir, 'workerd.log') });
   try {
-    for (const v of VARIANTS) {
+    for (const v of variants) {
       await waitFor(async () => {
         if (proc.exited) throw new Error(`workerd exited; see ${proc.log}`);
         return (await send(`http://127.0.0.1:${ports[v]}/mcp`)).status > 0;
       }, { ms: 30000, what: `workerd ${v}` });
     }
-    for (const v of VARIANTS) {
+    for (const v of variants) {
       const url = `http://127.0.0.1:${ports[v]}/mcp`;
       for (const alg of ALGS) {
         const ok = await send(url, { headers: { authorization: `Bearer ${tokens[alg][0]}` } });
