@@ -56,6 +56,29 @@ function writeRequest(engine, head, bytes) {
   throw new Error('the request head could not be encoded');
 }
 
+/**
+ * A signature job's record (Engine.job_record, little-endian: input length u32, issuer u32,
+ * generation f64, the algorithm's name (u8 length), the candidate keys (u8 count, u32 each),
+ * then the signed bytes and the signature), or null when it is not one.
+ */
+function readJob(bytes) {
+  if (!bytes || bytes.length < 18) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const inputLen = view.getUint32(0, true);
+  const issuer = view.getUint32(4, true);
+  const generation = view.getFloat64(8, true);
+  let at = 17 + bytes[16];
+  if (at >= bytes.length) return null;
+  const alg = String.fromCharCode(...bytes.subarray(17, at));
+  const count = bytes[at];
+  at += 1;
+  if (at + 4 * count + inputLen > bytes.length) return null;
+  const candidates = [];
+  for (let i = 0; i < count; i += 1) candidates.push(view.getUint32(at + 4 * i, true));
+  at += 4 * count;
+  return { issuer, generation, alg, candidates, data: bytes.subarray(at, at + inputLen), signature: bytes.subarray(at + inputLen) };
+}
+
 /** WebCrypto parameters per JWS algorithm: for importKey and for verify. */
 const ALGORITHMS = {
   RS256: [{ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, { name: 'RSASSA-PKCS1-v1_5' }],
@@ -481,10 +504,12 @@ export class McpEdgeAuth {
   #decide(head, body, previous = 0, now = Date.now()) {
     const e = this.#engine;
     const headLen = writeRequest(e, head, body.bytes);
-    // A kept forward comes back as one number (slot × 2^40 + n); any other verdict as JSON.
+    // A kept forward comes back as one number (slot × 2^40 + n), a signature job as -2 - job
+    // (its record is read by #verify); any other verdict as JSON (-1).
     const kept = e.decide(headLen, body.state, body.bytes.length, now, previous);
-    if (kept < 0) return this.#verdict(e.verdict());
-    return this.#again(Math.floor(kept / KEPT_N_LIMIT), kept % KEPT_N_LIMIT);
+    if (kept >= 0) return this.#again(Math.floor(kept / KEPT_N_LIMIT), kept % KEPT_N_LIMIT);
+    if (kept === -1) return this.#verdict(e.verdict());
+    return { kind: 'verify', job: -2 - kept };
   }
 
   /**
@@ -585,18 +610,15 @@ export class McpEdgeAuth {
    */
   async #verify(job) {
     const e = this.#engine;
-    // The signed bytes, then the signature: one copy out of Wasm.
-    const bytes = e.job_bytes(job.job);
-    const params = ALGORITHMS[job.alg];
-    if (!bytes || !params || !(job.input_len <= bytes.length)) {
-      return this.#verdict(e.resume(job.job, false, Date.now()));
-    }
-    const data = bytes.subarray(0, job.input_len);
-    const signature = bytes.subarray(job.input_len);
+    // The job, the signed bytes and the signature: one copy out of Wasm.
+    const j = readJob(e.job_record(job.job));
+    const params = j && Object.hasOwn(ALGORITHMS, j.alg) ? ALGORITHMS[j.alg] : null;
+    if (!params) return this.#verdict(e.resume(job.job, false, Date.now()));
+    const { data, signature } = j;
     // Collect the keys before the first await, while the job's key generation is current.
     const keys = [];
-    for (const index of job.candidates) {
-      const key = this.#cryptoKey(job.issuer, job.generation, index);
+    for (const index of j.candidates) {
+      const key = this.#cryptoKey(j.issuer, j.generation, index);
       if (key === undefined) {
         e.cancel(job.job);
         return null;

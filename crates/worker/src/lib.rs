@@ -30,7 +30,8 @@
 //!   "uri":…,"timeout_ms":…,"max_body_bytes":…,"accept":…}`), and their answers go back
 //!   through [`Engine::handle_fetch`].
 //! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3],"input_len":612}`
-//!   (the signed bytes and the signature come together from [`Engine::job_bytes`])
+//!   (the signed bytes and the signature come together from [`Engine::job_record`]; what
+//!   [`Engine::decide`] answers is only `-2 - job`, and the record holds the rest)
 //! * `{"kind":"introspect","job":8,"issuer":0,"uri":"https://…","timeout_ms":3000,"headers":[…]}`
 //!   (the form body, which holds the token, is fetched separately with
 //!   [`Engine::introspection_body`] so that the verdict itself never carries a token)
@@ -328,20 +329,8 @@ pub enum Out {
     Json(String),
     /// The forward JavaScript keeps in this slot, with this number.
     Again { slot: usize, n: u64 },
-}
-
-impl Out {
-    /// As JSON: `{"kind":"again","slot":…,"n":…}` for a kept forward.
-    pub fn json(self) -> String {
-        match self {
-            Out::Json(s) => s,
-            Out::Again { slot, n } => serialize(&AgainOut {
-                kind: "again",
-                slot,
-                n,
-            }),
-        }
-    }
+    /// A signature job, pending under this number: [`Host::job_record`] describes it.
+    Verify(u32),
 }
 
 /// A `verify` verdict: `job_bytes(job)` holds the signing input (`input_len` bytes) and then
@@ -562,10 +551,35 @@ impl Host {
         now_ms: u64,
         previous: u64,
     ) -> String {
-        self.decide_out(
+        let out = self.decide_out(
             method, scheme, authority, path, headers, body_state, body, now_ms, previous,
-        )
-        .json()
+        );
+        self.out_json(out)
+    }
+
+    /// A verdict as JSON: `{"kind":"again","slot":…,"n":…}` for a kept forward, the `verify`
+    /// document for a signature job.
+    pub fn out_json(&self, out: Out) -> String {
+        match out {
+            Out::Json(s) => s,
+            Out::Again { slot, n } => serialize(&AgainOut {
+                kind: "again",
+                slot,
+                n,
+            }),
+            Out::Verify(id) => match self.jobs.get(&id) {
+                Some(Job::Signature(job)) => serialize(&VerifyOut {
+                    kind: "verify",
+                    job: id,
+                    issuer: job.issuer.0,
+                    generation: job.generation,
+                    alg: job.alg.name(),
+                    candidates: &job.candidates,
+                    input_len: job.signing_input.len(),
+                }),
+                _ => unknown_job(),
+            },
+        }
     }
 
     /// [`Host::decide`], with a forward JavaScript holds left as [`Out::Again`].
@@ -599,6 +613,7 @@ impl Host {
         };
         match verdict {
             Verdict::Forward(f) => self.forward_out(f),
+            Verdict::VerifySignature(job) => Out::Verify(self.push_job(Job::Signature(job))),
             other => Out::Json(self.verdict_json(other, previous, exchange, now_ms)),
         }
     }
@@ -752,18 +767,32 @@ impl Host {
         self.jobs.remove(&job);
     }
 
-    /// A job's signing input and signature in one buffer (one copy out of Wasm per
-    /// verification instead of two); the verdict's `input_len` says where they meet.
-    pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
-        match self.jobs.get(&job) {
-            Some(Job::Signature(j)) => {
-                let mut v = Vec::with_capacity(j.signing_input.len() + j.signature.len());
-                v.extend_from_slice(j.signing_input.as_bytes());
-                v.extend_from_slice(&j.signature);
-                Some(v)
-            }
-            _ => None,
+    /// A signature job in one buffer, all JavaScript needs to carry it out in one copy out of
+    /// Wasm and without a JSON document (little-endian): `input_len` u32, `issuer` u32,
+    /// `generation` f64, the algorithm's name (u8 length, ASCII), the candidate keys (u8
+    /// count, u32 each), then the signing input (`input_len` bytes) and the signature.
+    pub fn job_record(&self, job: u32) -> Option<Vec<u8>> {
+        let Some(Job::Signature(j)) = self.jobs.get(&job) else {
+            return None;
+        };
+        let alg = j.alg.name().as_bytes();
+        let input = j.signing_input.as_bytes();
+        let count = u8::try_from(j.candidates.len()).ok()?;
+        let mut v = Vec::with_capacity(
+            18 + alg.len() + 4 * j.candidates.len() + input.len() + j.signature.len(),
+        );
+        v.extend_from_slice(&u32::try_from(input.len()).ok()?.to_le_bytes());
+        v.extend_from_slice(&u32::try_from(j.issuer.0).ok()?.to_le_bytes());
+        v.extend_from_slice(&(j.generation as f64).to_le_bytes());
+        v.push(u8::try_from(alg.len()).ok()?);
+        v.extend_from_slice(alg);
+        v.push(count);
+        for c in &j.candidates {
+            v.extend_from_slice(&u32::try_from(*c).ok()?.to_le_bytes());
         }
+        v.extend_from_slice(input);
+        v.extend_from_slice(&j.signature);
+        Some(v)
     }
 
     /// `{"alg":…,"jwk":{…}}` for key `index` of `issuer`, only while the issuer's key set is
@@ -1008,19 +1037,8 @@ impl Host {
                 }
             }
             Verdict::VerifySignature(job) => {
-                let (issuer, generation, alg) = (job.issuer.0, job.generation, job.alg.name());
-                let candidates = job.candidates.clone();
-                let input_len = job.signing_input.len();
                 let id = self.push_job(Job::Signature(job));
-                return serialize(&VerifyOut {
-                    kind: "verify",
-                    job: id,
-                    issuer,
-                    generation,
-                    alg,
-                    candidates: &candidates,
-                    input_len,
-                });
+                return self.out_json(Out::Verify(id));
             }
             Verdict::Introspect(job) => {
                 let v = json!({
@@ -1038,7 +1056,8 @@ impl Host {
 
     /// A forward verdict as JSON.
     fn forward_json(&mut self, f: Forward) -> String {
-        self.forward_out(f).json()
+        let out = self.forward_out(f);
+        self.out_json(out)
     }
 
     /// A forward verdict; its list filter, if any, is kept for [`Host::list_open`].
@@ -1282,7 +1301,9 @@ impl Engine {
     ///
     /// Returns `slot × 2^40 + n` for the forward JavaScript keeps in `slot` with number `n`
     /// (the `again` verdict, which so crosses without any JSON: a cache hit's common
-    /// answer), or -1: then [`Engine::verdict`] holds the verdict as JSON.
+    /// answer); `-2 - job` for a signature job (described by [`Engine::job_record`]: an
+    /// uncached token's common answer, again without JSON); or -1: then [`Engine::verdict`]
+    /// holds the verdict as JSON.
     pub fn decide(
         &mut self,
         head_len: usize,
@@ -1310,8 +1331,9 @@ impl Engine {
             Out::Again { slot, n } if slot < KEPT_SLOT_LIMIT && n < KEPT_N_LIMIT => {
                 slot as f64 * KEPT_N_LIMIT as f64 + n as f64
             }
+            Out::Verify(job) => -2.0 - f64::from(job),
             out => {
-                self.verdict = out.json();
+                self.verdict = self.host.out_json(out);
                 -1.0
             }
         }
@@ -1378,9 +1400,9 @@ impl Engine {
         self.host.cancel(job);
     }
 
-    /// The signing input and then the signature of a job (`input_len` in the verdict).
-    pub fn job_bytes(&self, job: u32) -> Option<Vec<u8>> {
-        self.host.job_bytes(job)
+    /// A signature job ([`Host::job_record`]): what [`Engine::decide`]'s `-2 - job` names.
+    pub fn job_record(&self, job: u32) -> Option<Vec<u8>> {
+        self.host.job_record(job)
     }
 
     /// A candidate key as `{"alg","jwk"}` JSON, while `generation` is current.
@@ -1628,7 +1650,7 @@ mod tests {
         let v = parse(&h.resume(42, true, 1_800_000_000));
         assert_eq!(v["kind"], "respond");
         assert_eq!(v["status"], 503);
-        assert!(h.job_bytes(42).is_none());
+        assert!(h.job_record(42).is_none());
     }
 
     /// A token of the config's issuer for `sub` (signature bytes arbitrary, one per token: the
@@ -1798,6 +1820,56 @@ mod tests {
         // The caller's next plain request is still its kept verdict.
         let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
         assert!(again, "{v}");
+    }
+
+    #[test]
+    fn a_signature_job_crosses_as_its_number_and_one_record() {
+        let mut h = Host::new(&config()).unwrap();
+        let now = 1_800_000_000_000;
+        let t = token("client-0", now / 1000 + 60);
+        let headers = format!("authorization:Bearer {t}");
+        let out = h.decide_out(
+            "GET",
+            "https",
+            "mcp.example.com",
+            "/mcp",
+            &headers,
+            0,
+            &[],
+            now,
+            0,
+        );
+        let Out::Verify(id) = out else {
+            panic!("a signature job: {out:?}")
+        };
+        // The JSON form (Host::decide, the crate docs) names the same job.
+        let v = parse(&h.out_json(Out::Verify(id)));
+        assert_eq!(v["kind"], "verify");
+        assert_eq!(v["job"], id);
+        let r = h.job_record(id).unwrap();
+        let u32_at = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap()) as usize;
+        let input_len = u32_at(0);
+        assert_eq!(input_len, v["input_len"].as_u64().unwrap() as usize);
+        assert_eq!(u32_at(4), v["issuer"].as_u64().unwrap() as usize);
+        let generation = f64::from_le_bytes(r[8..16].try_into().unwrap());
+        assert_eq!(generation, v["generation"].as_f64().unwrap());
+        let alg_len = usize::from(r[16]);
+        assert_eq!(&r[17..17 + alg_len], b"RS256");
+        let count = usize::from(r[17 + alg_len]);
+        let at = 18 + alg_len;
+        let candidates: Vec<usize> = (0..count).map(|i| u32_at(at + 4 * i)).collect();
+        assert_eq!(serde_json::to_value(&candidates).unwrap(), v["candidates"]);
+        let rest = &r[at + 4 * count..];
+        let (input, signature) = rest.split_at(input_len);
+        let mut parts = t.rsplitn(2, '.');
+        let sig = parts.next().unwrap();
+        assert_eq!(input, parts.next().unwrap().as_bytes());
+        assert_eq!(signature, URL_SAFE_NO_PAD.decode(sig).unwrap());
+        // Resumed once; then the number names nothing.
+        let f = parse(&h.resume(id, true, now));
+        assert_eq!(f["kind"], "forward", "{f}");
+        assert!(h.job_record(id).is_none());
+        assert_eq!(parse(&h.out_json(Out::Verify(id)))["status"], 503);
     }
 
     #[test]
