@@ -190,3 +190,14 @@ export function benchConfig({ resource, issuer, jwks, cached }) {
 }
 
 export const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+/** perf report lines "  12.34%  name" into [{ pct, name }]. */
+export function perfReport(data, sort, extra = []) {
+  const text = execFileSync('perf', ['report', '-i', data, '--no-children', '--sort', sort, '--stdio', ...extra], { maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  const out = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s+([\d.]+)%\s+(.*\S)\s*$/.exec(line);
+    if (m) out.push({ pct: Number(m[1]), name: m[2] });
+  }
+  return out;
+}

@@ -13,12 +13,12 @@
 // (medians over rounds). Needs perf (Debian's linux-perf) and root or perf_event_paranoid <= 1.
 // Prints; writes nothing. The figures are for finding where to look: sampling disturbs
 // workerd, and a group's share is only as exact as a few thousand samples make it.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
-import { knob, log, median, shuffled } from './lib.mjs';
+import { knob, log, median, perfReport, shuffled } from './lib.mjs';
 import { startWorkersBench } from './workers.mjs';
 
 const SECONDS = knob('BENCH_PROFILE_SECONDS', 3);
@@ -27,15 +27,12 @@ const WASM = process.env.BENCH_PROFILE_WASM;
 const CELLS = ['floor', 'ours_cache', 'ours_nocache', 'jose'].map((variant) => ({ variant, alg: variant === 'floor' ? 'any' : 'RS256', workload: 'one' }));
 const TOP_WASM = knob('BENCH_PROFILE_TOP', 8);
 
-/** perf report's self-time lines "  12.34%  [.] name" into [{ pct, name }]. */
+/** perf's self time per symbol: [{ pct, kernel, name }] ("[k] name" is kernel code). */
 function perfSymbols(data) {
-  const text = execFileSync('perf', ['report', '-i', data, '--no-children', '--sort', 'sym', '--stdio'], { maxBuffer: 256 << 20, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-  const out = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s+([\d.]+)%\s+\[(.)\]\s+(.*\S)\s*$/.exec(line);
-    if (m) out.push({ pct: Number(m[1]), kernel: m[2] === 'k', name: m[3] });
-  }
-  return out;
+  return perfReport(data, 'sym').map(({ pct, name }) => {
+    const m = /^\[(.)\]\s+(.*)$/.exec(name);
+    return { pct, kernel: m?.[1] === 'k', name: m ? m[2] : name };
+  });
 }
 
 /** V8's names (--perf-basic-prof): Wasm functions end in their tier; JavaScript names a file. */

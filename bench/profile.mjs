@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs';
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds } from '../tests/lib/tokens.mjs';
-import { ROOT, knob, runWrk, writeResult, log, median, shuffled } from './lib.mjs';
+import { ROOT, knob, runWrk, writeResult, log, median, shuffled, perfReport } from './lib.mjs';
 import { benchBootstrap, VARIANTS, FLOORS } from './envoy.mjs';
 
 const SECONDS = knob('BENCH_PROFILE_SECONDS', 3);
@@ -30,17 +30,6 @@ const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const WASM = join(ROOT, 'target', 'wasm32-wasip1', 'release', 'mcp-edge-auth-bench.wasm');
 const ISSUER = 'https://auth.bench.example';
 const RESOURCE = 'https://mcp.bench.example/mcp';
-
-/** perf report lines "  12.34%  name" into [{ pct, name }]. */
-function perfReport(data, sort, extra = []) {
-  const text = execFileSync('perf', ['report', '-i', data, '--no-children', '--sort', sort, '--stdio', ...extra], { maxBuffer: 64 << 20, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
-  const out = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s+([\d.]+)%\s+(.*\S)\s*$/.exec(line);
-    if (m) out.push({ pct: Number(m[1]), name: m[2] });
-  }
-  return out;
-}
 
 /** Groups Envoy's samples by where the code lives. */
 function classify(dsos) {

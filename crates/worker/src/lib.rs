@@ -333,8 +333,8 @@ pub enum Out {
     Verify(u32),
 }
 
-/// A `verify` verdict: `job_bytes(job)` holds the signing input (`input_len` bytes) and then
-/// the signature.
+/// A `verify` verdict as JSON ([`Host::decide`]); [`Host::job_record`] holds the same job,
+/// its signing input (`input_len` bytes) and its signature.
 #[derive(Serialize)]
 struct VerifyOut<'a> {
     kind: &'static str,
@@ -611,11 +611,7 @@ impl Host {
         } else {
             (self.waits.remove(&previous), None)
         };
-        match verdict {
-            Verdict::Forward(f) => self.forward_out(f),
-            Verdict::VerifySignature(job) => Out::Verify(self.push_job(Job::Signature(job))),
-            other => Out::Json(self.verdict_json(other, previous, exchange, now_ms)),
-        }
+        self.verdict_out(verdict, previous, exchange, now_ms)
     }
 
     /// Completes a signature job with JavaScript's answer. An unknown job (already resumed,
@@ -1016,20 +1012,24 @@ impl Host {
         }))
     }
 
-    fn verdict_json(
+    /// A decision as it crosses: a forward (kept or as JSON), a signature job by number,
+    /// anything else as JSON.
+    fn verdict_out(
         &mut self,
         verdict: Verdict,
         previous: Option<WaitId>,
         exchange: Option<ExchangeWait>,
         now_ms: u64,
-    ) -> String {
+    ) -> Out {
         let v = match verdict {
-            Verdict::Respond(r) => return respond_json(&r),
-            Verdict::Forward(f) => return self.forward_json(f),
-            Verdict::Exchange(need) => return self.exchange_json(need, exchange, now_ms),
+            Verdict::Respond(r) => return Out::Json(respond_json(&r)),
+            Verdict::Forward(f) => return self.forward_out(f),
+            Verdict::Exchange(need) => {
+                return Out::Json(self.exchange_json(need, exchange, now_ms))
+            }
             Verdict::AwaitKeys(need) => {
                 match self.schedule.wait(need, previous, now_ms, &self.keys) {
-                    Wait::Refused(r) => return respond_json(&r),
+                    Wait::Refused(r) => return Out::Json(respond_json(&r)),
                     Wait::Paused(id) => {
                         self.waits.insert(id.get(), id);
                         json!({ "kind": "wait", "wait": id.get() })
@@ -1037,8 +1037,7 @@ impl Host {
                 }
             }
             Verdict::VerifySignature(job) => {
-                let id = self.push_job(Job::Signature(job));
-                return self.out_json(Out::Verify(id));
+                return Out::Verify(self.push_job(Job::Signature(job)))
             }
             Verdict::Introspect(job) => {
                 let v = json!({
@@ -1051,7 +1050,7 @@ impl Host {
                 with_job(v, self.push_job(Job::Introspection(job)))
             }
         };
-        to_json(&v)
+        Out::Json(to_json(&v))
     }
 
     /// A forward verdict as JSON.
@@ -1668,16 +1667,10 @@ mod tests {
         )
     }
 
-    /// Decides `token` as JavaScript does: verify jobs answered valid, `again` looked up in
-    /// the verdicts kept. Returns the forward (or respond) verdict.
-    fn decide_as_js(
-        h: &mut Host,
-        kept: &mut BTreeMap<u64, (u64, Value)>,
-        token: &str,
-        now_ms: u64,
-    ) -> (Value, bool) {
+    /// `GET /mcp` with `token`, decided.
+    fn get(h: &mut Host, token: &str, now_ms: u64) -> Out {
         let headers = format!("authorization:Bearer {token}");
-        let mut v = parse(&h.decide(
+        h.decide_out(
             "GET",
             "https",
             "mcp.example.com",
@@ -1687,7 +1680,19 @@ mod tests {
             &[],
             now_ms,
             0,
-        ));
+        )
+    }
+
+    /// Decides `token` as JavaScript does: verify jobs answered valid, `again` looked up in
+    /// the verdicts kept. Returns the forward (or respond) verdict.
+    fn decide_as_js(
+        h: &mut Host,
+        kept: &mut BTreeMap<u64, (u64, Value)>,
+        token: &str,
+        now_ms: u64,
+    ) -> (Value, bool) {
+        let out = get(h, token, now_ms);
+        let mut v = parse(&h.out_json(out));
         if v["kind"] == "verify" {
             v = parse(&h.resume(v["job"].as_u64().unwrap() as u32, true, now_ms));
         }
@@ -1827,18 +1832,7 @@ mod tests {
         let mut h = Host::new(&config()).unwrap();
         let now = 1_800_000_000_000;
         let t = token("client-0", now / 1000 + 60);
-        let headers = format!("authorization:Bearer {t}");
-        let out = h.decide_out(
-            "GET",
-            "https",
-            "mcp.example.com",
-            "/mcp",
-            &headers,
-            0,
-            &[],
-            now,
-            0,
-        );
+        let out = get(&mut h, &t, now);
         let Out::Verify(id) = out else {
             panic!("a signature job: {out:?}")
         };
