@@ -1,13 +1,16 @@
 // Where the Worker's time goes (make bench-profile-workers; not part of make bench): `perf`
 // samples workerd while wrk drives one Worker of the Workers benchmark (bench/workers.mjs:
-// the floor Worker, ours with and without the verified-token cache, the jose Worker; one
-// RS256 token repeated), and splits workerd's CPU per request by where the code lives: the
+// the floor Worker, ours with and without the verified-token cache, the jose Worker; RS256,
+// one token repeated unless BENCH_PROFILE_WORKLOAD says otherwise), and splits workerd's CPU per request by where the code lives: the
 // core's Wasm, JavaScript, V8's runtime, workerd's own C++ and Rust, the crypto library, the
 // allocator, the kernel. For our Worker it also names the core's hottest Wasm functions (the
 // module is a build that keeps its name section: BENCH_PROFILE_WASM, made by the make target).
 //
-// BENCH_PROFILE_TOP (8): how many Wasm functions to name. Each cell runs BENCH_PROFILE_ROUNDS
-// (3) interleaved rounds of BENCH_PROFILE_SECONDS (3): once
+// BENCH_PROFILE_WORKLOAD (one; or zipf, the reuse workload). BENCH_PROFILE_TOP (8): how many
+// Wasm functions to name. BENCH_PROFILE_TOP_OTHER (0): how many of the hottest symbols outside
+// the core to list, every Worker side by side (where one spends more than another in V8,
+// workerd, the allocator or the kernel). Each cell runs BENCH_PROFILE_ROUNDS (3) interleaved
+// rounds of BENCH_PROFILE_SECONDS (3): once
 // without perf for the CPU per request, once with perf (999 Hz, no call graphs) for the split;
 // a group's µs per request is its share of the samples times the CPU per request without perf
 // (medians over rounds). Needs perf (Debian's linux-perf) and root or perf_event_paranoid <= 1.
@@ -24,8 +27,11 @@ import { startWorkersBench } from './workers.mjs';
 const SECONDS = knob('BENCH_PROFILE_SECONDS', 3);
 const ROUNDS = knob('BENCH_PROFILE_ROUNDS', 3);
 const WASM = process.env.BENCH_PROFILE_WASM;
-const CELLS = ['floor', 'ours_cache', 'ours_nocache', 'jose'].map((variant) => ({ variant, alg: variant === 'floor' ? 'any' : 'RS256', workload: 'one' }));
+const WORKLOAD = process.env.BENCH_PROFILE_WORKLOAD ?? 'one';
+if (!['one', 'zipf'].includes(WORKLOAD)) throw new Error('BENCH_PROFILE_WORKLOAD: one or zipf');
+const CELLS = ['floor', 'ours_cache', 'ours_nocache', 'jose'].map((variant) => ({ variant, alg: variant === 'floor' ? 'any' : 'RS256', workload: WORKLOAD }));
 const TOP_WASM = knob('BENCH_PROFILE_TOP', 8);
+const TOP_OTHER = knob('BENCH_PROFILE_TOP_OTHER', 0);
 
 /** perf's self time per symbol: [{ pct, kernel, name }] ("[k] name" is kernel code). */
 function perfSymbols(data) {
@@ -74,7 +80,7 @@ async function main() {
         const groups = {};
         for (const s of symbols) groups[groupOf(s)] = (groups[groupOf(s)] ?? 0) + s.pct;
         const wasm = symbols.filter((s) => isWasm(s.name));
-        (runs[cell.variant] ??= []).push({ cpu: plain.cpu_us_per_req, rps: plain.rps, groups, wasm });
+        (runs[cell.variant] ??= []).push({ cpu: plain.cpu_us_per_req, rps: plain.rps, groups, wasm, symbols });
       }
       log(`profile-workers: round ${r + 1}/${ROUNDS}`);
     }
@@ -87,7 +93,7 @@ async function main() {
   const names = [...new Set(Object.values(runs).flatMap((rs) => rs.flatMap((x) => Object.keys(x.groups))))].sort();
   const us = (rs, pctOf) => median(rs.map((x) => (pctOf(x) / 100) * x.cpu));
   const fmt = (v) => (Number.isFinite(v) ? v.toFixed(1) : '–');
-  console.log(`\nworkerd CPU per request (µs), RS256, one token repeated; ${ROUNDS} rounds of ${SECONDS} s, medians\n`);
+  console.log(`\nworkerd CPU per request (µs), RS256, ${WORKLOAD === 'one' ? 'one token repeated' : 'token reuse (1,000 tokens, Zipf)'}; ${ROUNDS} rounds of ${SECONDS} s, medians\n`);
   console.log(`| group | ${CELLS.map((c) => c.variant).join(' | ')} |`);
   console.log(`|---|${CELLS.map(() => '---').join('|')}|`);
   console.log(`| **all** (without perf) | ${CELLS.map((c) => fmt(median(runs[c.variant].map((x) => x.cpu)))).join(' | ')} |`);
@@ -102,6 +108,20 @@ async function main() {
       .slice(0, TOP_WASM);
     console.log(`\n${variant}: the core's hottest Wasm functions (self time, µs per request)\n`);
     for (const f of top) console.log(`  ${fmt(f.us).padStart(6)}  ${f.name.replace(/^JS:/, '').replace(/-(turbofan|liftoff|maglev)$/, '').slice(0, 110)}`);
+  }
+  if (TOP_OTHER > 0) {
+    // The hottest symbols outside the core, side by side: where one Worker spends more than
+    // another in the runtime (V8, workerd, the allocator, the kernel).
+    const all = new Set(CELLS.flatMap((c) => runs[c.variant].flatMap((x) => x.symbols.filter((s) => !isWasm(s.name)).map((s) => s.name))));
+    const per = (variant, name) => us(runs[variant], (x) => x.symbols.find((s) => s.name === name)?.pct ?? 0);
+    const rows = [...all].map((name) => ({ name, v: CELLS.map((c) => per(c.variant, name)) }));
+    rows.sort((a, b) => Math.max(...b.v) - Math.max(...a.v));
+    console.log(`
+the hottest symbols outside the core (self time, µs per request)
+`);
+    console.log(`| symbol | ${CELLS.map((c) => c.variant).join(' | ')} |`);
+    console.log(`|---|${CELLS.map(() => '---').join('|')}|`);
+    for (const r of rows.slice(0, TOP_OTHER)) console.log(`| ${r.name.replace(/\|/g, '/').slice(0, 90)} | ${r.v.map(fmt).join(' | ')} |`);
   }
 }
 

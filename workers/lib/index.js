@@ -79,6 +79,54 @@ function readJob(bytes) {
   return { issuer, generation, alg, candidates, data: bytes.subarray(at, at + inputLen), signature: bytes.subarray(at + inputLen) };
 }
 
+/**
+ * A forward in its field form (see `forward_text` in crates/worker/src/lib.rs): U+001E, then
+ * each field after a U+001F: reason, cache_hit (1|0), lists, new_path ("": none), keep slot
+ * and number ("": not kept), the header names to remove (count first), the headers to add
+ * and the response headers (count first, then name and value), the identity (JSON, "":
+ * none). The identity is parsed when it is first read. Anything malformed throws (a 500):
+ * never a forward made of misread fields.
+ */
+function readForward(text) {
+  const f = text.split('\x1f');
+  let at = 7;
+  const list = (width) => {
+    const count = Number(f[at]);
+    at += 1;
+    if (!Number.isInteger(count) || count < 0 || at + count * width > f.length - 1) throw new Error('a malformed forward');
+    const out = [];
+    for (let i = 0; i < count; i += 1, at += width) out.push(width === 1 ? f[at] : [f[at], f[at + 1]]);
+    return out;
+  };
+  const remove = list(1);
+  const add = list(2);
+  const response = list(2);
+  if (at !== f.length - 1) throw new Error('a malformed forward');
+  const identity = f[at];
+  const v = {
+    kind: 'forward',
+    remove_headers: remove,
+    add_headers: add,
+    new_path: f[4] === '' ? null : f[4],
+    response_headers: response,
+    reason: f[1],
+    cache_hit: f[2] === '1',
+    lists: Number(f[3]),
+    identityText: identity,
+  };
+  if (f[5] !== '') v.keep = { slot: Number(f[5]), n: Number(f[6]) };
+  return v;
+}
+
+/** A verdict's identity, `null` for none (a field-form forward's is parsed now, once). */
+function identityOf(v) {
+  if (v.identityText === undefined) return v.identity;
+  const text = v.identityText;
+  v.identityText = undefined;
+  v.identity = text === '' ? null : JSON.parse(text);
+  return v.identity;
+}
+
 /** WebCrypto parameters per JWS algorithm: for importKey and for verify. */
 const ALGORITHMS = {
   RS256: [{ name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, { name: 'RSASSA-PKCS1-v1_5' }],
@@ -420,7 +468,7 @@ export class McpEdgeAuth {
       ok: true,
       reason: v.reason,
       cacheHit: v.cache_hit,
-      identity: v.callerIdentity ?? callerIdentity(v.identity),
+      identity: v.callerIdentity ?? callerIdentity(identityOf(v)),
       claimHeaders: v.add_headers,
       responseHeaders,
       request: upstream,
@@ -474,17 +522,17 @@ export class McpEdgeAuth {
    * that is not the one the engine names throws (a 500, and a fresh instance): never
    * another caller's identity.
    */
-  #verdict(json) {
-    const v = JSON.parse(json);
+  #verdict(text) {
+    const v = text.charCodeAt(0) === 0x1e ? readForward(text) : JSON.parse(text);
     if (v.kind === 'again') return this.#again(v.slot, v.n);
     if (v.keep) {
       const { slot, n } = v.keep;
       this.#kept[slot] = undefined;
       // What the caller is handed from a kept verdict is frozen: one caller's code cannot
       // change what the next request of the same token forwards.
-      v.callerIdentity = callerIdentity(v.identity);
+      v.callerIdentity = callerIdentity(identityOf(v));
       Object.freeze(v.callerIdentity);
-      Object.freeze(v.identity.scopes);
+      if (v.identity) Object.freeze(v.identity.scopes);
       for (const pair of v.add_headers) Object.freeze(pair);
       Object.freeze(v.add_headers);
       Object.freeze(v.response_headers);

@@ -12,15 +12,19 @@
 //! back through [`Engine::resume`].
 //!
 //! Verdicts cross the boundary as small JSON documents (serde_json is already part of the
-//! core, so this costs no code size); byte strings (signing input, signature, JWKS bodies)
-//! cross as `Uint8Array`s. Every method is total: no input makes it panic.
+//! core, so this costs no code size), except the two every allowed request makes: a forward
+//! crosses as one string of fields (see `forward_text`; JSON when a part holds a control
+//! character), and a signature job as a number and a binary record. Byte strings (signing
+//! input, signature, JWKS bodies) cross as `Uint8Array`s. Every method is total: no input
+//! makes it panic.
 //!
 //! The JSON shapes (`kind` tells which):
 //!
 //! * `{"kind":"respond","status":401,"headers":[["www-authenticate","…"],…],"body":"…","reason":"missing"}`
 //! * `{"kind":"forward","remove_headers":[…],"add_headers":[[name,value],…],"new_path":null|"/p?q",
 //!   "response_headers":[[name,value],…],"identity":null|{…},"reason":"allowed","cache_hit":false,
-//!   "lists":0}`, with `"keep":{"slot":5,"n":9}` when JavaScript is to keep it: the same
+//!   "lists":0}` (the same fields, in `forward_text`'s field form, unless a part holds a
+//!   control character), with `"keep":{"slot":5,"n":9}` when JavaScript is to keep it: the same
 //!   forward again (a verified-token cache hit) is then `{"kind":"again","slot":5,"n":9}`
 //!   (see `Recent` in the source), which [`Engine::decide`] returns as one number, without
 //!   any JSON.
@@ -42,6 +46,7 @@
 //! `body_state` 1 (bytes) or 2 (larger than the limit: 413).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -325,7 +330,7 @@ struct AgainOut {
 /// A verdict before it crosses: JSON, or a forward JavaScript already holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Out {
-    /// The verdict as JSON (see the crate docs).
+    /// The verdict as JSON, or a forward in its field form (see the crate docs).
     Json(String),
     /// The forward JavaScript keeps in this slot, with this number.
     Again { slot: usize, n: u64 },
@@ -354,6 +359,73 @@ fn respond_json(r: &Response) -> String {
         body: &r.body,
         reason: r.reason.as_str(),
     })
+}
+
+/// A forward as it crosses to JavaScript. JSON made V8 build a dozen objects and intern
+/// their keys for every allowed request that was not a kept cache hit (for an uncached
+/// token, the parse cost more than the core's own forward decision), so a forward whose
+/// parts hold no control character crosses as fields joined by U+001F, which `readForward`
+/// (workers/lib/index.js) splits with one call:
+///
+/// `U+001E, reason, cache_hit (1|0), lists, new_path ("": none), keep slot ("": not kept),
+/// keep n, R, R header names to remove, A, A (name, value) pairs to add, P, P (name, value)
+/// response header pairs, identity` (the identity as JSON, `""` when none: serde_json
+/// escapes every control character, so it holds no U+001F either). Any other forward
+/// crosses as JSON (its first character is `{`); JavaScript reads both.
+fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
+    // A path is never empty ("" stands for none).
+    let plain = |s: &str| s.bytes().all(|b| b >= 0x20);
+    let textual = f.remove_headers.iter().all(|n| plain(n))
+        && f.add_headers.iter().all(|(n, v)| plain(n) && plain(v))
+        && f.response_headers.iter().all(|(n, v)| plain(n) && plain(v))
+        && f.new_path
+            .as_deref()
+            .is_none_or(|p| !p.is_empty() && plain(p));
+    if !textual {
+        return forward_json(f, lists, keep);
+    }
+    let identity = f
+        .identity
+        .as_deref()
+        .map(|id| serialize(&IdentityOut::from(id)))
+        .unwrap_or_default();
+    let mut out = String::with_capacity(128 + identity.len());
+    out.push('\u{1e}');
+    let field = |out: &mut String, text: &str| {
+        out.push('\u{1f}');
+        out.push_str(text);
+    };
+    let number = |out: &mut String, n: u64| {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\u{1f}{n}");
+    };
+    field(&mut out, f.reason.as_str());
+    field(&mut out, if f.cache_hit { "1" } else { "0" });
+    number(&mut out, u64::from(lists));
+    field(&mut out, f.new_path.as_deref().unwrap_or(""));
+    match keep {
+        Some(k) => {
+            number(&mut out, k.slot as u64);
+            number(&mut out, k.n);
+        }
+        None => out.push_str("\u{1f}\u{1f}"),
+    }
+    number(&mut out, f.remove_headers.len() as u64);
+    for name in f.remove_headers.iter() {
+        field(&mut out, name);
+    }
+    number(&mut out, f.add_headers.len() as u64);
+    for (name, value) in f.add_headers.iter() {
+        field(&mut out, name);
+        field(&mut out, value);
+    }
+    number(&mut out, f.response_headers.len() as u64);
+    for (name, value) in &f.response_headers {
+        field(&mut out, name);
+        field(&mut out, value);
+    }
+    field(&mut out, &identity);
+    out
 }
 
 fn forward_json(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
@@ -534,7 +606,7 @@ impl Host {
         self.gateway.body_limit(&req)
     }
 
-    /// Decides a request; returns the verdict as JSON (see the crate docs). `body_state` is
+    /// Decides a request; returns the verdict as text (see the crate docs). `body_state` is
     /// 0 (not read), 1 (`body` is the whole body) or 2 (longer than [`Host::body_limit`]);
     /// `previous` is the `wait` the request was woken from (0: none); `now_ms`, milliseconds
     /// since the Unix epoch.
@@ -623,13 +695,13 @@ impl Host {
                 let verdict = self
                     .gateway
                     .resume(j, valid, now, &self.keys, &mut self.cache);
-                self.final_json(verdict, now_ms)
+                self.final_text(verdict, now_ms)
             }
             Some(Job::Introspection(j)) => {
                 let verdict = self
                     .gateway
                     .resume_introspection(j, None, now, &mut self.cache);
-                self.final_json(verdict, now_ms)
+                self.final_text(verdict, now_ms)
             }
             None => unknown_job(),
         }
@@ -652,23 +724,23 @@ impl Host {
                 let verdict = self
                     .gateway
                     .resume_introspection(j, answer, now, &mut self.cache);
-                self.final_json(verdict, now_ms)
+                self.final_text(verdict, now_ms)
             }
             Some(Job::Signature(j)) => {
                 let verdict = self
                     .gateway
                     .resume(j, false, now, &self.keys, &mut self.cache);
-                self.final_json(verdict, now_ms)
+                self.final_text(verdict, now_ms)
             }
             None => unknown_job(),
         }
     }
 
     /// A resumed job's verdict: an answer, a forward, or a wait for the upstream token.
-    fn final_json(&mut self, decision: Decision, now_ms: u64) -> String {
+    fn final_text(&mut self, decision: Decision, now_ms: u64) -> String {
         match decision {
             Decision::Respond(r) => respond_json(&r),
-            Decision::Forward(f) => self.forward_json(f),
+            Decision::Forward(f) => self.forward_verdict(f),
             Decision::Exchange(need) => self.exchange_json(need, None, now_ms),
         }
     }
@@ -682,7 +754,7 @@ impl Host {
         now_ms: u64,
     ) -> String {
         match self.exchanges.begin(need, previous, now_ms) {
-            Begin::Forward { forward, .. } => self.forward_json(forward),
+            Begin::Forward { forward, .. } => self.forward_verdict(forward),
             Begin::Respond(r) => respond_json(&r),
             Begin::Paused(w) => {
                 let n = w.get() | EXCHANGE_WAIT;
@@ -1012,8 +1084,8 @@ impl Host {
         }))
     }
 
-    /// A decision as it crosses: a forward (kept or as JSON), a signature job by number,
-    /// anything else as JSON.
+    /// A decision as it crosses: a forward (kept, or in its field form), a signature job by
+    /// number, anything else as JSON.
     fn verdict_out(
         &mut self,
         verdict: Verdict,
@@ -1053,8 +1125,8 @@ impl Host {
         Out::Json(to_json(&v))
     }
 
-    /// A forward verdict as JSON.
-    fn forward_json(&mut self, f: Forward) -> String {
+    /// A forward verdict as it crosses (its field form, or JSON; see [`forward_text`]).
+    fn forward_verdict(&mut self, f: Forward) -> String {
         let out = self.forward_out(f);
         self.out_json(out)
     }
@@ -1088,11 +1160,11 @@ impl Host {
                 n: at.n,
             },
             Ok((at, false)) => {
-                let json = forward_json(&f, lists, Some(at));
+                let text = forward_text(&f, lists, Some(at));
                 self.recent.keep(at, f);
-                Out::Json(json)
+                Out::Json(text)
             }
-            Err(()) => Out::Json(forward_json(&f, lists, None)),
+            Err(()) => Out::Json(forward_text(&f, lists, None)),
         }
     }
 
@@ -1206,7 +1278,8 @@ pub struct Engine {
     /// Where JavaScript writes a request's head (UTF-8) and body before
     /// [`Engine::body_limit`] and [`Engine::decide`] (see [`Engine::io`]).
     io: IoBuffer,
-    /// The last verdict of [`Engine::decide`] that crosses as JSON.
+    /// The last verdict of [`Engine::decide`] that crosses as text (JSON, or a forward's
+    /// field form).
     verdict: String,
 }
 
@@ -1302,7 +1375,7 @@ impl Engine {
     /// (the `again` verdict, which so crosses without any JSON: a cache hit's common
     /// answer); `-2 - job` for a signature job (described by [`Engine::job_record`]: an
     /// uncached token's common answer, again without JSON); or -1: then [`Engine::verdict`]
-    /// holds the verdict as JSON.
+    /// holds the verdict (JSON, or a forward's field form).
     pub fn decide(
         &mut self,
         head_len: usize,
@@ -1338,7 +1411,8 @@ impl Engine {
         }
     }
 
-    /// The verdict of the last [`Engine::decide`] that returned -1, as JSON (once).
+    /// The verdict of the last [`Engine::decide`] that returned -1 (once): JSON, or a
+    /// forward's field form (see the crate docs).
     pub fn verdict(&mut self) -> String {
         core::mem::take(&mut self.verdict)
     }
@@ -1541,8 +1615,48 @@ mod tests {
         )
     }
 
+    /// A verdict as JavaScript reads it: JSON, or a forward's field form (`forward_text`),
+    /// turned into the JSON form it stands for.
     fn parse(s: &str) -> Value {
-        serde_json::from_str(s).unwrap()
+        let Some(text) = s.strip_prefix('\u{1e}') else {
+            return serde_json::from_str(s).unwrap();
+        };
+        let f: Vec<&str> = text.split('\u{1f}').skip(1).collect();
+        let mut at = 6;
+        let mut list = |width: usize| -> Vec<Value> {
+            let count: usize = f[at].parse().unwrap();
+            at += 1;
+            let items = (0..count)
+                .map(|i| {
+                    let i = at + i * width;
+                    if width == 1 {
+                        json!(f[i])
+                    } else {
+                        json!([f[i], f[i + 1]])
+                    }
+                })
+                .collect();
+            at += count * width;
+            items
+        };
+        let (remove, add, response) = (list(1), list(2), list(2));
+        assert_eq!(at, f.len() - 1, "the identity is the last field: {s:?}");
+        let mut v = json!({
+            "kind": "forward",
+            "reason": f[0],
+            "cache_hit": f[1] == "1",
+            "lists": f[2].parse::<u64>().unwrap(),
+            "new_path": if f[3].is_empty() { Value::Null } else { json!(f[3]) },
+            "remove_headers": remove,
+            "add_headers": add,
+            "response_headers": response,
+            "identity": if f[at].is_empty() { Value::Null } else { serde_json::from_str(f[at]).unwrap() },
+        });
+        if !f[4].is_empty() {
+            v["keep"] =
+                json!({ "slot": f[4].parse::<u64>().unwrap(), "n": f[5].parse::<u64>().unwrap() });
+        }
+        v
     }
 
     #[test]
@@ -1825,6 +1939,74 @@ mod tests {
         // The caller's next plain request is still its kept verdict.
         let (v, again) = decide_as_js(&mut h, &mut kept, &tokens[0], now);
         assert!(again, "{v}");
+    }
+
+    /// The field form says what the JSON form says, for any forward; one whose parts hold
+    /// a control character (which could be taken for a separator) crosses as JSON.
+    #[test]
+    fn a_forward_crosses_as_fields_that_say_what_its_json_says() {
+        use mcp_edge_auth_core::http::Reason;
+        let forward = |path: Option<&str>, value: &str, identity: Option<Identity>| Forward {
+            remove_headers: Arc::from(vec!["x-mcp-subject".to_string(), "authorization".into()]),
+            add_headers: Arc::from(vec![
+                ("x-mcp-subject".to_string(), value.to_string()),
+                ("x-mcp-scopes".into(), "a,b".into()),
+            ]),
+            new_path: path.map(str::to_string),
+            response_headers: vec![
+                ("vary", "origin".into()),
+                ("access-control-allow-origin", "https://a.example".into()),
+            ],
+            identity: identity.map(Arc::new),
+            reason: Reason::Allowed,
+            cache_hit: true,
+            lists: None,
+        };
+        let id = Identity {
+            issuer: "https://as.example".into(),
+            subject: Some("\u{1f}sub\u{1e}\"é\n".into()),
+            client_id: None,
+            scopes: vec!["mcp:read".into(), "".into()],
+            expires_at: 1_800_000_000,
+        };
+        let cases = [
+            (forward(None, "client-1", Some(id.clone())), None, 0),
+            (
+                forward(Some("/mcp?x=1"), "", None),
+                Some(Kept {
+                    slot: 1023,
+                    n: 1 << 39,
+                }),
+                7,
+            ),
+            (
+                forward(Some("/p"), "ü ∑", Some(id.clone())),
+                Some(Kept { slot: 0, n: 1 }),
+                u32::MAX,
+            ),
+        ];
+        for (f, keep, lists) in &cases {
+            let text = forward_text(f, *lists, *keep);
+            assert!(text.starts_with('\u{1e}'), "{text:?}");
+            assert_eq!(
+                parse(&text),
+                parse(&forward_json(f, *lists, *keep)),
+                "{text:?}"
+            );
+        }
+        // A control character in any part: JSON, which says the same.
+        for f in [
+            forward(Some("/a\u{1f}b"), "v", None),
+            forward(None, "v\u{1f}x-evil\u{1f}1", Some(id.clone())),
+            forward(None, "tab\there", None),
+        ] {
+            let text = forward_text(&f, 0, None);
+            assert!(text.starts_with('{'), "{text:?}");
+            assert_eq!(parse(&text), parse(&forward_json(&f, 0, None)));
+        }
+        // An empty path would read as none: never sent as fields.
+        let f = forward(Some(""), "v", None);
+        assert!(forward_text(&f, 0, None).starts_with('{'));
     }
 
     #[test]
