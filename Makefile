@@ -98,7 +98,7 @@ test: fmt-check clippy test-rust nostd fuzz-check test-js
 # make fuzz                 each target for FUZZ_SECONDS (default 20); runs them all, fails if any crashed
 # make fuzz FUZZ_SECONDS=600
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := bearer jws jwks config decide mcp_body introspection p256 rsa exchange lists
+FUZZ_TARGETS := bearer jws jwks config decide mcp_body introspection p256 rsa exchange lists b64
 CARGO_FUZZ_VERSION := 0.13.1
 
 .PHONY: fuzz fuzz-tools fuzz-check

@@ -15,6 +15,11 @@ for (const k of keys) {
   const t = await mint(k, claims);
   put('jws', `${k.alg}.txt`, t);
   put('bearer', `${k.alg}.txt`, `Bearer ${t}`);
+  // b64: a token's segments (unpadded base64url) and one as standard base64 with padding.
+  const [h, p, s] = t.split('.');
+  put('b64', `${k.alg}-header.txt`, h);
+  put('b64', `${k.alg}-signature.txt`, s);
+  put('b64', `${k.alg}-payload-std.txt`, Buffer.from(p, 'base64url').toString('base64'));
 }
 put('jwks', 'all.json', JSON.stringify(jwks(...keys)));
 for (const k of keys) put('jwks', `${k.alg}.json`, JSON.stringify(jwks(k)));

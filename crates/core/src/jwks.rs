@@ -9,8 +9,6 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::crypto::{AlgSet, Algorithm, Curve, PublicKey};
@@ -95,9 +93,7 @@ fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, &
 
 fn bytes(o: &Map<String, Value>, name: &str) -> Result<Vec<u8>, &'static str> {
     let s = field(o, name)?.ok_or("a required key parameter is missing")?;
-    URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| "a key parameter is not unpadded base64url")
+    crate::b64::decode_url(s).ok_or("a key parameter is not unpadded base64url")
 }
 
 fn key(v: &Value, allowed: AlgSet) -> Result<Jwk, &'static str> {
@@ -207,7 +203,7 @@ mod tests {
     use super::*;
 
     fn b(n: usize, fill: u8) -> String {
-        URL_SAFE_NO_PAD.encode(alloc::vec![fill; n])
+        crate::b64::encode_url(&alloc::vec![fill; n])
     }
 
     #[test]

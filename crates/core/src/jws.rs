@@ -6,8 +6,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde_json::Value;
 
 use crate::crypto::Algorithm;
@@ -76,9 +74,7 @@ impl JwsError {
 }
 
 fn b64(segment: &str) -> Result<Vec<u8>, JwsError> {
-    URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| JwsError::Base64)
+    crate::b64::decode_url(segment).ok_or(JwsError::Base64)
 }
 
 /// Longest `kid` we consider a plausible key id. Longer ones are refused without lookup.
@@ -150,7 +146,7 @@ mod tests {
     use alloc::format;
 
     fn enc(s: &str) -> String {
-        URL_SAFE_NO_PAD.encode(s)
+        crate::b64::encode_url(s.as_bytes())
     }
 
     fn tok(header: &str, payload: &str) -> String {

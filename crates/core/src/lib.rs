@@ -33,6 +33,7 @@
 //! | request → verdict pipeline | [`gateway`] |
 //! | `Authorization` header extraction | [`bearer`] |
 //! | JWS parsing (segments, base64url, header) | [`jws`] |
+//! | strict base64 and base64url (one spelling per byte string) | [`b64`] |
 //! | claim checks (`iss`, `exp`/`nbf`, `typ`, scope) | [`claims`] |
 //! | the audience rule (RFC 8707) | [`audience`] |
 //! | URI parsing and canonical forms | [`uri`] |
@@ -53,6 +54,7 @@
 extern crate alloc;
 
 pub mod audience;
+pub mod b64;
 pub mod bearer;
 pub mod cache;
 pub mod challenge;

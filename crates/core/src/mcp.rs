@@ -21,7 +21,6 @@ use alloc::borrow::Cow;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use base64::Engine as _;
 use serde_json::Value;
 
 use crate::http::Request;
@@ -226,9 +225,7 @@ pub fn decode_header_value(value: &str) -> Result<Cow<'_, str>, HeaderError> {
     else {
         return Ok(Cow::Borrowed(value));
     };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(inner)
-        .map_err(|_| HeaderError::BadEncoding)?;
+    let bytes = crate::b64::decode(inner).ok_or(HeaderError::BadEncoding)?;
     String::from_utf8(bytes)
         .map(Cow::Owned)
         .map_err(|_| HeaderError::BadEncoding)

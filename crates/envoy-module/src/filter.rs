@@ -856,10 +856,8 @@ mod tests {
     fn decisions_come_from_the_core() {
         let cfg =
             FilterConfig::build(&config(remote(Some("idp")), serde_json::json!({})), 1).unwrap();
-        use base64::Engine;
-        let b64 = |v: serde_json::Value| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
+        let b64 =
+            |v: serde_json::Value| mcp_edge_auth_core::b64::encode_url(v.to_string().as_bytes());
         let token = format!(
             "{}.{}.AAAA",
             b64(serde_json::json!({ "alg": "RS256", "typ": "at+jwt", "kid": "k1" })),

@@ -50,12 +50,11 @@ use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 use wasm_bindgen::prelude::*;
 
+use mcp_edge_auth_core::b64;
 use mcp_edge_auth_core::config::{self, Loaded};
 use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
 use mcp_edge_auth_core::exchange::{ExchangeCall, ExchangeOutcome, ExchangeReport};
@@ -505,7 +504,7 @@ fn split_head(head: &str) -> Option<(&str, &str, &str, &str, &str)> {
 
 /// A public key as a JWK that WebCrypto's `importKey("jwk", …)` accepts.
 fn webcrypto_jwk(key: &PublicKey) -> Value {
-    let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+    let b = b64::encode_url;
     match key {
         PublicKey::Rsa { n, e } => json!({ "kty": "RSA", "n": b(n), "e": b(e), "ext": true }),
         PublicKey::Ec { curve, x, y } => json!({
@@ -1769,7 +1768,7 @@ mod tests {
     /// A token of the config's issuer for `sub` (signature bytes arbitrary, one per token: the
     /// tests answer the `verify` job themselves).
     fn token(sub: &str, exp: u64) -> String {
-        let b = |v: &str| URL_SAFE_NO_PAD.encode(v);
+        let b = |v: &str| b64::encode_url(v.as_bytes());
         let claims = format!(
             r#"{{"iss":"https://as.example.com","aud":"https://mcp.example.com/mcp","sub":"{sub}","scope":"mcp:read","exp":{exp},"iat":1}}"#
         );
@@ -2040,7 +2039,7 @@ mod tests {
         let mut parts = t.rsplitn(2, '.');
         let sig = parts.next().unwrap();
         assert_eq!(input, parts.next().unwrap().as_bytes());
-        assert_eq!(signature, URL_SAFE_NO_PAD.decode(sig).unwrap());
+        assert_eq!(signature, b64::decode_url(sig).unwrap());
         // Resumed once; then the number names nothing.
         let f = parse(&h.resume(id, true, now));
         assert_eq!(f["kind"], "forward", "{f}");

@@ -916,12 +916,14 @@ fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, Con
             "must be non-empty and contain no ':'",
         ));
     }
-    use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        crate::form::encode(&r.client_id),
-        crate::form::encode(&r.client_secret)
-    ));
+    let basic = crate::b64::encode(
+        format!(
+            "{}:{}",
+            crate::form::encode(&r.client_id),
+            crate::form::encode(&r.client_secret)
+        )
+        .as_bytes(),
+    );
     Ok(Introspection {
         uri: r.http_uri.uri,
         authority,

@@ -105,13 +105,15 @@ pub(crate) fn parse(
     }
     let client_auth = match r.client_auth.as_deref() {
         None | Some("client_secret_basic") => {
-            use base64::Engine as _;
             // RFC 6749 §2.3.1: form-encode each part, then base64 `id:secret`.
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                form::encode(&r.client_id),
-                form::encode(&r.client_secret)
-            ));
+            let basic = crate::b64::encode(
+                format!(
+                    "{}:{}",
+                    form::encode(&r.client_id),
+                    form::encode(&r.client_secret)
+                )
+                .as_bytes(),
+            );
             ClientAuth::Basic(format!("Basic {basic}"))
         }
         Some("client_secret_post") => ClientAuth::Post(format!(
