@@ -192,13 +192,16 @@ mod tests {
 
     #[test]
     fn refuses_every_other_spelling() {
+        // "A4", "AAB": one unused bit set (the highest of four; the lowest of two).
         for bad in [
-            "Zg=", "Zg==", "Zh", "Z", "Zm9vY", "Zm9v+", "Zm9v/", "Zm 9v", "Zm9v\n", "é",
+            "Zg=", "Zg==", "Zh", "A4", "AAB", "Z", "Zm9vY", "Zm9v+", "Zm9v/", "Zm 9v", "Zm9v\n",
+            "é",
         ] {
             assert_eq!(decode_url(bad), None, "{bad:?}");
         }
         for bad in [
-            "Zg", "Zh==", "Zm9=", "Zg=a", "Z===", "====", "Zm9v-_8=", "Zm9v=Zm9", "Zg==Zg==",
+            "Zg", "Zh==", "A4==", "AAB=", "Zm9=", "Zg=a", "Z===", "====", "Zm9v-_8=", "Zm9v=Zm9",
+            "Zg==Zg==",
         ] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
