@@ -84,8 +84,7 @@ function readJob(bytes) {
  * each field after a U+001F: reason, cache_hit (1|0), lists, new_path ("": none), keep slot
  * and number ("": not kept), the header names to remove (count first), the headers to add
  * and the response headers (count first, then name and value), the identity (JSON, "":
- * none). The identity is parsed when it is first read. Anything malformed throws (a 500):
- * never a forward made of misread fields.
+ * none). Anything malformed throws (a 500): never a forward made of misread fields.
  */
 function readForward(text) {
   const f = text.split('\x1f');
@@ -102,7 +101,7 @@ function readForward(text) {
   const add = list(2);
   const response = list(2);
   if (at !== f.length - 1) throw new Error('a malformed forward');
-  const identity = f[at];
+  const identity = f[at] === '' ? null : JSON.parse(f[at]);
   const v = {
     kind: 'forward',
     remove_headers: remove,
@@ -112,19 +111,10 @@ function readForward(text) {
     reason: f[1],
     cache_hit: f[2] === '1',
     lists: Number(f[3]),
-    identityText: identity,
+    identity,
   };
   if (f[5] !== '') v.keep = { slot: Number(f[5]), n: Number(f[6]) };
   return v;
-}
-
-/** A verdict's identity, `null` for none (a field-form forward's is parsed now, once). */
-function identityOf(v) {
-  if (v.identityText === undefined) return v.identity;
-  const text = v.identityText;
-  v.identityText = undefined;
-  v.identity = text === '' ? null : JSON.parse(text);
-  return v.identity;
 }
 
 /** WebCrypto parameters per JWS algorithm: for importKey and for verify. */
@@ -468,7 +458,7 @@ export class McpEdgeAuth {
       ok: true,
       reason: v.reason,
       cacheHit: v.cache_hit,
-      identity: v.callerIdentity ?? callerIdentity(identityOf(v)),
+      identity: v.callerIdentity ?? callerIdentity(v.identity),
       claimHeaders: v.add_headers,
       responseHeaders,
       request: upstream,
@@ -530,9 +520,9 @@ export class McpEdgeAuth {
       this.#kept[slot] = undefined;
       // What the caller is handed from a kept verdict is frozen: one caller's code cannot
       // change what the next request of the same token forwards.
-      v.callerIdentity = callerIdentity(identityOf(v));
+      v.callerIdentity = callerIdentity(v.identity);
       Object.freeze(v.callerIdentity);
-      if (v.identity) Object.freeze(v.identity.scopes);
+      Object.freeze(v.identity.scopes);
       for (const pair of v.add_headers) Object.freeze(pair);
       Object.freeze(v.add_headers);
       Object.freeze(v.response_headers);

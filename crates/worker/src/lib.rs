@@ -326,11 +326,12 @@ struct AgainOut {
     n: u64,
 }
 
-/// A verdict before it crosses: JSON, or a forward JavaScript already holds.
+/// A verdict before it crosses: text (JSON, or a forward's field form), a forward JavaScript
+/// already holds, or a signature job.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Out {
     /// The verdict as JSON, or a forward in its field form (see the crate docs).
-    Json(String),
+    Text(String),
     /// The forward JavaScript keeps in this slot, with this number.
     Again { slot: usize, n: u64 },
     /// A signature job, pending under this number: [`Host::job_record`] describes it.
@@ -372,11 +373,11 @@ fn respond_json(r: &Response) -> String {
 /// escapes every control character, so it holds no U+001F either). Any other forward
 /// crosses as JSON (its first character is `{`); JavaScript reads both.
 fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
-    // A path is never empty ("" stands for none).
     let plain = |s: &str| s.bytes().all(|b| b >= 0x20);
     let textual = f.remove_headers.iter().all(|n| plain(n))
         && f.add_headers.iter().all(|(n, v)| plain(n) && plain(v))
         && f.response_headers.iter().all(|(n, v)| plain(n) && plain(v))
+        // A path is never empty: "" stands for none.
         && f.new_path
             .as_deref()
             .is_none_or(|p| !p.is_empty() && plain(p));
@@ -625,14 +626,14 @@ impl Host {
         let out = self.decide_out(
             method, scheme, authority, path, headers, body_state, body, now_ms, previous,
         );
-        self.out_json(out)
+        self.out_text(out)
     }
 
-    /// A verdict as JSON: `{"kind":"again","slot":…,"n":…}` for a kept forward, the `verify`
-    /// document for a signature job.
-    pub fn out_json(&self, out: Out) -> String {
+    /// A verdict as text (see the crate docs): `{"kind":"again","slot":…,"n":…}` for a kept
+    /// forward, the `verify` document for a signature job.
+    pub fn out_text(&self, out: Out) -> String {
         match out {
-            Out::Json(s) => s,
+            Out::Text(s) => s,
             Out::Again { slot, n } => serialize(&AgainOut {
                 kind: "again",
                 slot,
@@ -1093,14 +1094,14 @@ impl Host {
         now_ms: u64,
     ) -> Out {
         let v = match verdict {
-            Verdict::Respond(r) => return Out::Json(respond_json(&r)),
+            Verdict::Respond(r) => return Out::Text(respond_json(&r)),
             Verdict::Forward(f) => return self.forward_out(f),
             Verdict::Exchange(need) => {
-                return Out::Json(self.exchange_json(need, exchange, now_ms))
+                return Out::Text(self.exchange_json(need, exchange, now_ms))
             }
             Verdict::AwaitKeys(need) => {
                 match self.schedule.wait(need, previous, now_ms, &self.keys) {
-                    Wait::Refused(r) => return Out::Json(respond_json(&r)),
+                    Wait::Refused(r) => return Out::Text(respond_json(&r)),
                     Wait::Paused(id) => {
                         self.waits.insert(id.get(), id);
                         json!({ "kind": "wait", "wait": id.get() })
@@ -1121,13 +1122,13 @@ impl Host {
                 with_job(v, self.push_job(Job::Introspection(job)))
             }
         };
-        Out::Json(to_json(&v))
+        Out::Text(to_json(&v))
     }
 
     /// A forward verdict as it crosses (its field form, or JSON; see [`forward_text`]).
     fn forward_verdict(&mut self, f: Forward) -> String {
         let out = self.forward_out(f);
-        self.out_json(out)
+        self.out_text(out)
     }
 
     /// A forward verdict; its list filter, if any, is kept for [`Host::list_open`].
@@ -1161,9 +1162,9 @@ impl Host {
             Ok((at, false)) => {
                 let text = forward_text(&f, lists, Some(at));
                 self.recent.keep(at, f);
-                Out::Json(text)
+                Out::Text(text)
             }
-            Err(()) => Out::Json(forward_text(&f, lists, None)),
+            Err(()) => Out::Text(forward_text(&f, lists, None)),
         }
     }
 
@@ -1404,7 +1405,7 @@ impl Engine {
             }
             Out::Verify(job) => -2.0 - f64::from(job),
             out => {
-                self.verdict = self.host.out_json(out);
+                self.verdict = self.host.out_text(out);
                 -1.0
             }
         }
@@ -1805,7 +1806,7 @@ mod tests {
         now_ms: u64,
     ) -> (Value, bool) {
         let out = get(h, token, now_ms);
-        let mut v = parse(&h.out_json(out));
+        let mut v = parse(&h.out_text(out));
         if v["kind"] == "verify" {
             v = parse(&h.resume(v["job"].as_u64().unwrap() as u32, true, now_ms));
         }
@@ -2018,7 +2019,7 @@ mod tests {
             panic!("a signature job: {out:?}")
         };
         // The JSON form (Host::decide, the crate docs) names the same job.
-        let v = parse(&h.out_json(Out::Verify(id)));
+        let v = parse(&h.out_text(Out::Verify(id)));
         assert_eq!(v["kind"], "verify");
         assert_eq!(v["job"], id);
         let r = h.job_record(id).unwrap();
@@ -2044,7 +2045,7 @@ mod tests {
         let f = parse(&h.resume(id, true, now));
         assert_eq!(f["kind"], "forward", "{f}");
         assert!(h.job_record(id).is_none());
-        assert_eq!(parse(&h.out_json(Out::Verify(id)))["status"], 503);
+        assert_eq!(parse(&h.out_text(Out::Verify(id)))["status"], 503);
     }
 
     #[test]

@@ -916,21 +916,13 @@ fn introspection(r: raw::RawIntrospection, p: &str) -> Result<Introspection, Con
             "must be non-empty and contain no ':'",
         ));
     }
-    let basic = crate::b64::encode(
-        format!(
-            "{}:{}",
-            crate::form::encode(&r.client_id),
-            crate::form::encode(&r.client_secret)
-        )
-        .as_bytes(),
-    );
     Ok(Introspection {
         uri: r.http_uri.uri,
         authority,
         path,
         cluster: r.http_uri.cluster,
         timeout_ms,
-        authorization: format!("Basic {basic}"),
+        authorization: crate::form::basic_authorization(&r.client_id, &r.client_secret),
         cache_max_seconds: r.cache_max_seconds.unwrap_or(300),
         retry_after: r.retry_after_seconds.unwrap_or(10),
     })

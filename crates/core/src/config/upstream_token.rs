@@ -105,16 +105,7 @@ pub(crate) fn parse(
     }
     let client_auth = match r.client_auth.as_deref() {
         None | Some("client_secret_basic") => {
-            // RFC 6749 §2.3.1: form-encode each part, then base64 `id:secret`.
-            let basic = crate::b64::encode(
-                format!(
-                    "{}:{}",
-                    form::encode(&r.client_id),
-                    form::encode(&r.client_secret)
-                )
-                .as_bytes(),
-            );
-            ClientAuth::Basic(format!("Basic {basic}"))
+            ClientAuth::Basic(form::basic_authorization(&r.client_id, &r.client_secret))
         }
         Some("client_secret_post") => ClientAuth::Post(format!(
             "&client_id={}&client_secret={}",
