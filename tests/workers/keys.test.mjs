@@ -5,7 +5,7 @@
 import { describe, it, before, after, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { makeKey, jwks } from '../lib/tokens.mjs';
+import { makeKey, jwks, mint } from '../lib/tokens.mjs';
 import { startJwksServer, startUpstream } from '../lib/servers.mjs';
 import { freePort, sleep, waitFor } from '../lib/proc.mjs';
 import { send } from '../lib/http.mjs';
@@ -47,6 +47,39 @@ describe('workerd: JWKS lifecycle', () => {
   const start = (opts = {}) =>
     startWorkerdWith({ port, config: workerConfig({ port, jwksUrl: jwksServer.url, ...opts }), upstreamPort: upstream.port });
   const call = async (key, claims) => send(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: bearer(await tokenFor(key, port, claims)), body: '{}' });
+
+  // A token without `kid` is tried against every key of its algorithm, one verify after
+  // another, among concurrent requests with and without kid: the right ones pass with their
+  // own subject, one signed by no key of the set fails. (workerd's WebCrypto answers within
+  // the request's turn; node-crypto.test.mjs covers a runtime where other requests run
+  // between two verifies.)
+  it('checks a token without kid against each key of its algorithm, among concurrent requests', async () => {
+    const second = await makeKey('RS256', 'lk-rs-2');
+    await jwksServer.stop();
+    jwksServer = await startJwksServer(jwks(keys.rs, second, keys.es));
+    host = await start();
+    // tokenFor's claims, signed again without kid.
+    const noKid = async (key, sub) => {
+      const claims = JSON.parse(Buffer.from((await tokenFor(key, port, { sub })).split('.')[1], 'base64url'));
+      return mint(key, claims, { kid: undefined });
+    };
+    assert.equal((await call(keys.rs)).status, 200, 'keys are in');
+    upstream.clear();
+    const jobs = [];
+    for (let i = 0; i < 12; i += 1) {
+      jobs.push({ token: await noKid(second, `second-${i}`), status: 200, sub: `second-${i}` });
+      jobs.push({ token: await tokenFor(keys.es, port, { sub: `es-${i}` }), status: 200, sub: `es-${i}` });
+      jobs.push({ token: await noKid(keys.rs, `first-${i}`), status: 200, sub: `first-${i}` });
+      // Signed by a key the JWKS does not hold: every candidate fails.
+      jobs.push({ token: await noKid(await makeKey('RS256', 'nowhere'), `forged-${i}`), status: 401 });
+    }
+    const answers = await Promise.all(
+      jobs.map((j) => send(`http://127.0.0.1:${port}/mcp`, { method: 'POST', headers: bearer(j.token), body: '{}' })),
+    );
+    answers.forEach((res, i) => assert.equal(res.status, jobs[i].status, `${jobs[i].sub ?? 'forged'}: ${res.body}`));
+    const subjects = upstream.seen.map((r) => r.headers['x-mcp-subject']).sort();
+    assert.deepEqual(subjects, jobs.filter((j) => j.status === 200).map((j) => j.sub).sort());
+  });
 
   it('fetches the JWKS once and verifies RS256, ES256 and PS256 with WebCrypto', async () => {
     host = await start();

@@ -18,21 +18,38 @@
 //     messages, and then forwards that buffered body.
 // Tokens never reach a log line: logs carry reasons, statuses and paths without queries.
 
-import { initSync, Engine, read_headers } from './wasm/mcp_edge_auth_worker.js';
+import { initSync, Engine, read_headers, algorithms } from './wasm/mcp_edge_auth_worker.js';
 import wasmModule from './wasm/mcp_edge_auth_worker_bg.wasm';
 
 let initialized = false;
 /** The request headers the core reads (its READ_HEADERS), lowercase. */
 let READ_HEADERS = [];
-/** The module's memory, and a view of it (replaced when the memory grows). */
+/** WebCrypto's parameters (ALGORITHMS) by the index a signature job's record names. */
+let JOB_ALGORITHMS = [];
+/** The module's memory, and views of it (replaced when the memory grows). */
 let memory = null;
 let memoryView = new Uint8Array(0);
+let memoryData = new DataView(new ArrayBuffer(0));
 const ENCODER = new TextEncoder();
+/** `crypto.subtle`, read once (each read is a call into the runtime). */
+let subtle = null;
 function ensureInit() {
   if (!initialized) {
     memory = initSync({ module: wasmModule }).memory;
     READ_HEADERS = read_headers().split('\n');
+    JOB_ALGORITHMS = algorithms()
+      .split('\n')
+      .map((name) => (Object.hasOwn(ALGORITHMS, name) ? ALGORITHMS[name] : null));
+    subtle = crypto.subtle;
     initialized = true;
+  }
+}
+
+/** Views of the current memory (a grown memory is a new buffer). */
+function refreshViews() {
+  if (memoryView.buffer !== memory.buffer) {
+    memoryView = new Uint8Array(memory.buffer);
+    memoryData = new DataView(memory.buffer);
   }
 }
 
@@ -46,7 +63,7 @@ function writeRequest(engine, head, bytes) {
   for (const perChar of [1, 3]) {
     const room = head.length * perChar + bytes.length;
     const at = engine.io(room);
-    if (memoryView.buffer !== memory.buffer) memoryView = new Uint8Array(memory.buffer);
+    if (memoryView.buffer !== memory.buffer) refreshViews();
     const { read, written } = ENCODER.encodeInto(head, memoryView.subarray(at, at + room - bytes.length));
     if (read === head.length) {
       if (bytes.length > 0) memoryView.set(bytes, at + written);
@@ -57,34 +74,45 @@ function writeRequest(engine, head, bytes) {
 }
 
 /**
- * A signature job's record (Engine.job_record, little-endian: input length u32, issuer u32,
- * generation f64, the algorithm's name (u8 length), the candidate keys (u8 count, u32 each),
- * then the signed bytes and the signature), or null when it is not one.
+ * Signature job `job`'s record, read where the engine wrote it (Engine.job_at; little-endian:
+ * the record's length u32, input length u32, issuer u32, generation f64, the algorithm (u8,
+ * its index in `algorithms()`), the candidate keys (u8 count, u32 each), then the signed
+ * bytes and the signature), or null when it is not one. `data` and `signature` are given as
+ * offsets into Wasm memory, not as bytes: they stay valid only until the next call into
+ * the engine (see #verify).
  */
-function readJob(bytes) {
-  if (!bytes || bytes.length < 18) return null;
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const inputLen = view.getUint32(0, true);
-  const issuer = view.getUint32(4, true);
-  const generation = view.getFloat64(8, true);
-  let at = 17 + bytes[16];
-  if (at >= bytes.length) return null;
-  const alg = String.fromCharCode(...bytes.subarray(17, at));
-  const count = bytes[at];
-  at += 1;
-  if (at + 4 * count + inputLen > bytes.length) return null;
+function readJob(engine, job) {
+  const at = engine.job_at(job);
+  if (at === 0) return null;
+  refreshViews();
+  const d = memoryData;
+  if (at + 22 > d.byteLength) return null;
+  const end = at + d.getUint32(at, true);
+  const inputLen = d.getUint32(at + 4, true);
+  const count = d.getUint8(at + 21);
+  const data = at + 22 + 4 * count;
+  if (end > d.byteLength || data + inputLen > end) return null;
   const candidates = [];
-  for (let i = 0; i < count; i += 1) candidates.push(view.getUint32(at + 4 * i, true));
-  at += 4 * count;
-  return { issuer, generation, alg, candidates, data: bytes.subarray(at, at + inputLen), signature: bytes.subarray(at + inputLen) };
+  for (let i = 0; i < count; i += 1) candidates.push(d.getUint32(at + 22 + 4 * i, true));
+  return {
+    issuer: d.getUint32(at + 8, true),
+    generation: d.getFloat64(at + 12, true),
+    params: JOB_ALGORITHMS[d.getUint8(at + 20)] ?? null,
+    candidates,
+    data,
+    signature: data + inputLen,
+    end,
+  };
 }
 
 /**
  * A forward in its field form (see `forward_text` in crates/worker/src/lib.rs): U+001E, then
  * each field after a U+001F: reason, cache_hit (1|0), lists, new_path ("": none), keep slot
  * and number ("": not kept), the header names to remove (count first), the headers to add
- * and the response headers (count first, then name and value), the identity (JSON, "":
- * none). Anything malformed throws (a 500): never a forward made of misread fields.
+ * and the response headers (count first, then name and value), then "0" (no identity) or
+ * "1" and the identity: issuer, subject, client_id (each optional: "" for none, "=" before
+ * a value), expires_at, the scopes (count first). Anything malformed throws (a 500): never
+ * a forward made of misread fields.
  */
 function readForward(text) {
   const f = text.split('\x1f');
@@ -92,7 +120,7 @@ function readForward(text) {
   const list = (width) => {
     const count = Number(f[at]);
     at += 1;
-    if (!Number.isInteger(count) || count < 0 || at + count * width > f.length - 1) throw new Error('a malformed forward');
+    if (!Number.isInteger(count) || count < 0 || at + count * width > f.length) throw new Error('a malformed forward');
     const out = [];
     for (let i = 0; i < count; i += 1, at += width) out.push(width === 1 ? f[at] : [f[at], f[at + 1]]);
     return out;
@@ -100,8 +128,18 @@ function readForward(text) {
   const remove = list(1);
   const add = list(2);
   const response = list(2);
-  if (at !== f.length - 1) throw new Error('a malformed forward');
-  const identity = f[at] === '' ? null : JSON.parse(f[at]);
+  let identity = null;
+  if (f[at] === '1') {
+    const expiresAt = Number(f[at + 4]);
+    if (!Number.isSafeInteger(expiresAt) || expiresAt < 0) throw new Error('a malformed forward');
+    at += 5;
+    identity = { issuer: f[at - 4], subject: optional(f[at - 3]), client_id: optional(f[at - 2]), scopes: list(1), expires_at: expiresAt };
+  } else if (f[at] === '0') {
+    at += 1;
+  } else {
+    throw new Error('a malformed forward');
+  }
+  if (at !== f.length) throw new Error('a malformed forward');
   const v = {
     kind: 'forward',
     remove_headers: remove,
@@ -115,6 +153,13 @@ function readForward(text) {
   };
   if (f[5] !== '') v.keep = { slot: Number(f[5]), n: Number(f[6]) };
   return v;
+}
+
+/** An optional field of a forward's field form: "" for none, "=" before a value. */
+function optional(field) {
+  if (field === '') return null;
+  if (field.charCodeAt(0) !== 0x3d) throw new Error('a malformed forward');
+  return field.slice(1);
 }
 
 /** WebCrypto parameters per JWS algorithm: for importKey and for verify. */
@@ -648,11 +693,9 @@ export class McpEdgeAuth {
    */
   async #verify(job) {
     const e = this.#engine;
-    // The job, the signed bytes and the signature: one copy out of Wasm.
-    const j = readJob(e.job_record(job.job));
-    const params = j && Object.hasOwn(ALGORITHMS, j.alg) ? ALGORITHMS[j.alg] : null;
+    const j = readJob(e, job.job);
+    const params = j?.params;
     if (!params) return this.#verdict(e.resume(job.job, false, Date.now()));
-    const { data, signature } = j;
     // Collect the keys before the first await, while the job's key generation is current.
     const keys = [];
     for (const index of j.candidates) {
@@ -663,13 +706,33 @@ export class McpEdgeAuth {
       }
       keys.push(key);
     }
+    // The signed bytes and the signature lie in Wasm memory until the next call into the
+    // engine, which another request may make as soon as this one awaits. One key, already
+    // imported: WebCrypto copies them before verify returns, so they are handed over in
+    // place. Otherwise (the first use of a key, or more than one candidate) they are copied
+    // first. (A key import above may have grown the memory: views are made after it.)
+    refreshViews();
+    const first = keys.length === 1 ? this.#ready.get(keys[0]) : undefined;
+    if (first !== undefined) {
+      const data = memoryView.subarray(j.data, j.signature);
+      const signature = memoryView.subarray(j.signature, j.end);
+      let valid = false;
+      try {
+        valid = first !== null && (await subtle.verify(params[1], first, signature, data));
+      } catch {
+        // A malformed signature (wrong length, …) is simply not valid.
+      }
+      return this.#verdict(e.resume(job.job, valid, Date.now()));
+    }
+    const data = memoryView.slice(j.data, j.signature);
+    const signature = memoryView.slice(j.signature, j.end);
     let valid = false;
     for (const pending of keys) {
       // An imported key is used as is; only the first use of a key waits for its import.
       const key = this.#ready.get(pending) ?? (await pending);
       if (!key) continue;
       try {
-        if (await crypto.subtle.verify(params[1], key, signature, data)) {
+        if (await subtle.verify(params[1], key, signature, data)) {
           valid = true;
           break;
         }
@@ -695,7 +758,7 @@ export class McpEdgeAuth {
     const { alg, jwk } = JSON.parse(raw);
     const params = ALGORITHMS[alg];
     const p = params
-      ? crypto.subtle.importKey('jwk', jwk, params[0], false, ['verify']).then(
+      ? subtle.importKey('jwk', jwk, params[0], false, ['verify']).then(
           (key) => {
             this.#ready.set(p, key);
             return key;

@@ -81,6 +81,10 @@ pub fn split_host_port(hostport: &str) -> Option<(&str, Option<&str>)> {
         }
     } else {
         match hostport.rsplit_once(':') {
+            // A host holds no `:` outside brackets (RFC 3986 §3.2.2): `h:1:443` is no URI
+            // authority, and reading it as host `h:1` would make its audience form
+            // (`h:1`, port dropped) read differently the second time.
+            Some((h, _)) if h.contains(':') => return None,
             Some((h, p)) => (h, Some(p)),
             None => (hostport, None),
         }
@@ -208,6 +212,30 @@ mod tests {
         assert_eq!(audience_form("api://abc", true), "api://abc");
         assert_eq!(audience_form("my-api", true), "my-api");
         assert_eq!(audience_form("https://h/%6dcp", true), "https://h/%6dcp");
+    }
+
+    #[test]
+    fn a_host_with_a_colon_is_no_authority() {
+        assert!(parse("https://h:1:443/mcp").is_none());
+        assert_eq!(
+            audience_form("https://h:443:443", true),
+            "https://h:443:443"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
+
+        /// The form of a form is itself, which lets the audience check accept an `aud`
+        /// spelled exactly as an accepted form without normalising it.
+        #[test]
+        fn audience_form_is_idempotent(
+            s in "(https?|HTTPS|api|1x|)(://)?(u@)?(h|H|h:443|h:80|\\[::1\\]|[a-zA-Z0-9.:\\[\\]]{0,5})(:(443|80|0443|8443|))?(/|/mcp|/MCP/|//)?(\\?q)?(#f)?",
+            fold in proptest::bool::ANY,
+        ) {
+            let form = audience_form(&s, fold);
+            proptest::prop_assert_eq!(audience_form(&form, fold), form);
+        }
     }
 
     #[test]

@@ -14,9 +14,9 @@
 //! Verdicts cross the boundary as small JSON documents (serde_json is already part of the
 //! core, so this costs no code size), except the two every allowed request makes: a forward
 //! crosses as one string of fields (see `forward_text`; JSON when a part holds a control
-//! character), and a signature job as a number and a binary record. Byte strings (signing
-//! input, signature, JWKS bodies) cross as `Uint8Array`s. Every method is total: no input
-//! makes it panic.
+//! character), and a signature job as a number and a binary record that JavaScript reads
+//! where it lies in Wasm memory. Other byte strings (JWKS bodies, response bodies) cross as
+//! `Uint8Array`s. Every method is total: no input makes it panic.
 //!
 //! The JSON shapes (`kind` tells which):
 //!
@@ -34,7 +34,7 @@
 //!   "uri":…,"timeout_ms":…,"max_body_bytes":…,"accept":…}`), and their answers go back
 //!   through [`Engine::handle_fetch`].
 //! * `{"kind":"verify","job":7,"issuer":0,"generation":2,"alg":"ES256","candidates":[0,3],"input_len":612}`
-//!   (the signed bytes and the signature come together from [`Engine::job_record`]; what
+//!   (the signed bytes and the signature come together from [`Engine::job_at`]; what
 //!   [`Engine::decide`] answers is only `-2 - job`, and the record holds the rest)
 //! * `{"kind":"introspect","job":8,"issuer":0,"uri":"https://…","timeout_ms":3000,"headers":[…]}`
 //!   (the form body, which holds the token, is fetched separately with
@@ -56,7 +56,7 @@ use wasm_bindgen::prelude::*;
 
 use mcp_edge_auth_core::b64;
 use mcp_edge_auth_core::config::{self, Loaded};
-use mcp_edge_auth_core::crypto::{Curve, DeferredProvider, PublicKey};
+use mcp_edge_auth_core::crypto::{Algorithm, Curve, DeferredProvider, PublicKey};
 use mcp_edge_auth_core::exchange::{ExchangeCall, ExchangeOutcome, ExchangeReport};
 use mcp_edge_auth_core::gateway::IntrospectionJob;
 use mcp_edge_auth_core::http::{Body, Forward, Identity, Request, Response};
@@ -369,9 +369,11 @@ fn respond_json(r: &Response) -> String {
 ///
 /// `U+001E, reason, cache_hit (1|0), lists, new_path ("": none), keep slot ("": not kept),
 /// keep n, R, R header names to remove, A, A (name, value) pairs to add, P, P (name, value)
-/// response header pairs, identity` (the identity as JSON, `""` when none: serde_json
-/// escapes every control character, so it holds no U+001F either). Any other forward
-/// crosses as JSON (its first character is `{`); JavaScript reads both.
+/// response header pairs`, then `0` (no identity) or `1, issuer, subject, client_id,
+/// expires_at, S, S scopes`, where an optional string is `""` for none and `=` before a
+/// value. The identity crosses as fields too: parsing it as JSON was the costliest single
+/// step of reading an uncached token's forward in workerd. Any other forward (a part holds
+/// a control character) crosses as JSON (its first character is `{`); JavaScript reads both.
 fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
     let plain = |s: &str| s.bytes().all(|b| b >= 0x20);
     let textual = f.remove_headers.iter().all(|n| plain(n))
@@ -380,16 +382,17 @@ fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
         // A path is never empty: "" stands for none.
         && f.new_path
             .as_deref()
-            .is_none_or(|p| !p.is_empty() && plain(p));
+            .is_none_or(|p| !p.is_empty() && plain(p))
+        && f.identity.as_deref().is_none_or(|id| {
+            plain(&id.issuer)
+                && id.subject.as_deref().is_none_or(plain)
+                && id.client_id.as_deref().is_none_or(plain)
+                && id.scopes.iter().all(|s| plain(s))
+        });
     if !textual {
         return forward_json(f, lists, keep);
     }
-    let identity = f
-        .identity
-        .as_deref()
-        .map(|id| serialize(&IdentityOut::from(id)))
-        .unwrap_or_default();
-    let mut out = String::with_capacity(128 + identity.len());
+    let mut out = String::with_capacity(256);
     out.push('\u{1e}');
     let field = |out: &mut String, text: &str| {
         out.push('\u{1f}');
@@ -398,6 +401,14 @@ fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
     let number = |out: &mut String, n: u64| {
         // Writing to a String cannot fail.
         let _ = write!(out, "\u{1f}{n}");
+    };
+    // An optional string: "" for none, "=" before a value (which may be empty).
+    let optional = |out: &mut String, text: Option<&str>| {
+        out.push('\u{1f}');
+        if let Some(t) = text {
+            out.push('=');
+            out.push_str(t);
+        }
     };
     field(&mut out, f.reason.as_str());
     field(&mut out, if f.cache_hit { "1" } else { "0" });
@@ -424,7 +435,20 @@ fn forward_text(f: &Forward, lists: u32, keep: Option<Kept>) -> String {
         field(&mut out, name);
         field(&mut out, value);
     }
-    field(&mut out, &identity);
+    match f.identity.as_deref() {
+        None => field(&mut out, "0"),
+        Some(id) => {
+            field(&mut out, "1");
+            field(&mut out, &id.issuer);
+            optional(&mut out, id.subject.as_deref());
+            optional(&mut out, id.client_id.as_deref());
+            number(&mut out, id.expires_at);
+            number(&mut out, id.scopes.len() as u64);
+            for scope in &id.scopes {
+                field(&mut out, scope);
+            }
+        }
+    }
     out
 }
 
@@ -835,32 +859,50 @@ impl Host {
         self.jobs.remove(&job);
     }
 
-    /// A signature job in one buffer, all JavaScript needs to carry it out in one copy out of
-    /// Wasm and without a JSON document (little-endian): `input_len` u32, `issuer` u32,
-    /// `generation` f64, the algorithm's name (u8 length, ASCII), the candidate keys (u8
-    /// count, u32 each), then the signing input (`input_len` bytes) and the signature.
-    pub fn job_record(&self, job: u32) -> Option<Vec<u8>> {
+    /// A signature job as one record, all JavaScript needs to carry it out without a JSON
+    /// document or a copy out of Wasm (little-endian): the record's length u32 (these
+    /// four bytes included), `input_len` u32, `issuer` u32, `generation` f64, the algorithm
+    /// (u8: its index in [`algorithms`]), the candidate keys (u8 count, u32 each), then the
+    /// signing input (`input_len` bytes) and the signature. Written into `out` (cleared
+    /// first, its allocation kept); false when `job` is not a signature job.
+    pub fn job_record(&self, job: u32, out: &mut Vec<u8>) -> bool {
+        out.clear();
         let Some(Job::Signature(j)) = self.jobs.get(&job) else {
-            return None;
+            return false;
         };
-        let alg = j.alg.name().as_bytes();
         let input = j.signing_input.as_bytes();
-        let count = u8::try_from(j.candidates.len()).ok()?;
-        let mut v = Vec::with_capacity(
-            18 + alg.len() + 4 * j.candidates.len() + input.len() + j.signature.len(),
-        );
-        v.extend_from_slice(&u32::try_from(input.len()).ok()?.to_le_bytes());
-        v.extend_from_slice(&u32::try_from(j.issuer.0).ok()?.to_le_bytes());
-        v.extend_from_slice(&(j.generation as f64).to_le_bytes());
-        v.push(u8::try_from(alg.len()).ok()?);
-        v.extend_from_slice(alg);
-        v.push(count);
+        let (Ok(count), Some(alg)) = (
+            u8::try_from(j.candidates.len()),
+            Algorithm::ALL.iter().position(|a| *a == j.alg),
+        ) else {
+            return false;
+        };
+        let len = 22 + 4 * j.candidates.len() + input.len() + j.signature.len();
+        let (Ok(len32), Ok(input_len), Ok(issuer)) = (
+            u32::try_from(len),
+            u32::try_from(input.len()),
+            u32::try_from(j.issuer.0),
+        ) else {
+            return false;
+        };
+        out.reserve(len);
+        out.extend_from_slice(&len32.to_le_bytes());
+        out.extend_from_slice(&input_len.to_le_bytes());
+        out.extend_from_slice(&issuer.to_le_bytes());
+        out.extend_from_slice(&(j.generation as f64).to_le_bytes());
+        // `ALL` has nine members: the index fits a byte.
+        out.push(alg as u8);
+        out.push(count);
         for c in &j.candidates {
-            v.extend_from_slice(&u32::try_from(*c).ok()?.to_le_bytes());
+            let Ok(c) = u32::try_from(*c) else {
+                out.clear();
+                return false;
+            };
+            out.extend_from_slice(&c.to_le_bytes());
         }
-        v.extend_from_slice(input);
-        v.extend_from_slice(&j.signature);
-        Some(v)
+        out.extend_from_slice(input);
+        out.extend_from_slice(&j.signature);
+        true
     }
 
     /// `{"alg":…,"jwk":{…}}` for key `index` of `issuer`, only while the issuer's key set is
@@ -1281,6 +1323,8 @@ pub struct Engine {
     /// The last verdict of [`Engine::decide`] that crosses as text (JSON, or a forward's
     /// field form).
     verdict: String,
+    /// The record of the last signature job JavaScript asked for ([`Engine::job_at`]).
+    job: Vec<u8>,
 }
 
 /// A kept forward crosses as one number, `slot × KEPT_N_LIMIT + n`, exact in an f64
@@ -1335,6 +1379,14 @@ pub fn read_headers() -> String {
     mcp_edge_auth_core::READ_HEADERS.join("\n")
 }
 
+/// The JWS algorithms by the index a signature job's record names them with
+/// ([`Host::job_record`]), one per line.
+#[wasm_bindgen]
+pub fn algorithms() -> String {
+    let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+    names.join("\n")
+}
+
 #[wasm_bindgen]
 impl Engine {
     /// Loads a configuration; throws a string naming the offending field when it is invalid.
@@ -1345,6 +1397,7 @@ impl Engine {
                 host,
                 io: IoBuffer::default(),
                 verdict: String::new(),
+                job: Vec::new(),
             })
             .map_err(|e| JsValue::from_str(&e))
     }
@@ -1373,7 +1426,7 @@ impl Engine {
     ///
     /// Returns `slot × 2^40 + n` for the forward JavaScript keeps in `slot` with number `n`
     /// (the `again` verdict, which so crosses without any JSON: a cache hit's common
-    /// answer); `-2 - job` for a signature job (described by [`Engine::job_record`]: an
+    /// answer); `-2 - job` for a signature job (described by [`Engine::job_at`]: an
     /// uncached token's common answer, again without JSON); or -1: then [`Engine::verdict`]
     /// holds the verdict (JSON, or a forward's field form).
     pub fn decide(
@@ -1473,9 +1526,16 @@ impl Engine {
         self.host.cancel(job);
     }
 
-    /// A signature job ([`Host::job_record`]): what [`Engine::decide`]'s `-2 - job` names.
-    pub fn job_record(&self, job: u32) -> Option<Vec<u8>> {
-        self.host.job_record(job)
+    /// The address of signature job `job`'s record ([`Host::job_record`]: what
+    /// [`Engine::decide`]'s `-2 - job` names), or 0 when it is not one. The record stays in
+    /// place until the next `job_at`: JavaScript reads the signed bytes and the signature
+    /// where they are, without a copy.
+    pub fn job_at(&mut self, job: u32) -> *const u8 {
+        if self.host.job_record(job, &mut self.job) {
+            self.job.as_ptr()
+        } else {
+            core::ptr::null()
+        }
     }
 
     /// A candidate key as `{"alg","jwk"}` JSON, while `generation` is current.
@@ -1640,7 +1700,33 @@ mod tests {
             items
         };
         let (remove, add, response) = (list(1), list(2), list(2));
-        assert_eq!(at, f.len() - 1, "the identity is the last field: {s:?}");
+        let optional = |t: &str| match t.strip_prefix('=') {
+            Some(v) => json!(v),
+            None => {
+                assert_eq!(t, "", "an optional field is empty or starts with '='");
+                Value::Null
+            }
+        };
+        let identity = match f[at] {
+            "0" => {
+                at += 1;
+                Value::Null
+            }
+            "1" => {
+                let scopes: usize = f[at + 5].parse().unwrap();
+                let id = json!({
+                    "issuer": f[at + 1],
+                    "subject": optional(f[at + 2]),
+                    "client_id": optional(f[at + 3]),
+                    "expires_at": f[at + 4].parse::<u64>().unwrap(),
+                    "scopes": f[at + 6..at + 6 + scopes],
+                });
+                at += 6 + scopes;
+                id
+            }
+            other => panic!("identity marker {other:?} in {s:?}"),
+        };
+        assert_eq!(at, f.len(), "the identity's fields are the last: {s:?}");
         let mut v = json!({
             "kind": "forward",
             "reason": f[0],
@@ -1650,7 +1736,7 @@ mod tests {
             "remove_headers": remove,
             "add_headers": add,
             "response_headers": response,
-            "identity": if f[at].is_empty() { Value::Null } else { serde_json::from_str(f[at]).unwrap() },
+            "identity": identity,
         });
         if !f[4].is_empty() {
             v["keep"] =
@@ -1763,7 +1849,7 @@ mod tests {
         let v = parse(&h.resume(42, true, 1_800_000_000));
         assert_eq!(v["kind"], "respond");
         assert_eq!(v["status"], 503);
-        assert!(h.job_record(42).is_none());
+        assert!(!h.job_record(42, &mut Vec::new()));
     }
 
     /// A token of the config's issuer for `sub` (signature bytes arbitrary, one per token: the
@@ -1964,10 +2050,20 @@ mod tests {
         };
         let id = Identity {
             issuer: "https://as.example".into(),
-            subject: Some("\u{1f}sub\u{1e}\"é\n".into()),
+            subject: Some("sub \"é\" =x".into()),
             client_id: None,
-            scopes: vec!["mcp:read".into(), "".into()],
+            scopes: vec!["mcp:read".into(), "".into(), "=".into()],
             expires_at: 1_800_000_000,
+        };
+        let empty = Identity {
+            subject: Some(String::new()),
+            client_id: Some("=".into()),
+            scopes: vec![],
+            ..id.clone()
+        };
+        let control = Identity {
+            subject: Some("\u{1f}sub\u{1e}\"é\n".into()),
+            ..id.clone()
         };
         let cases = [
             (forward(None, "client-1", Some(id.clone())), None, 0),
@@ -1984,6 +2080,7 @@ mod tests {
                 Some(Kept { slot: 0, n: 1 }),
                 u32::MAX,
             ),
+            (forward(None, "v", Some(empty)), None, 1),
         ];
         for (f, keep, lists) in &cases {
             let text = forward_text(f, *lists, *keep);
@@ -1999,6 +2096,7 @@ mod tests {
             forward(Some("/a\u{1f}b"), "v", None),
             forward(None, "v\u{1f}x-evil\u{1f}1", Some(id.clone())),
             forward(None, "tab\there", None),
+            forward(None, "v", Some(control)),
         ] {
             let text = forward_text(&f, 0, None);
             assert!(text.starts_with('{'), "{text:?}");
@@ -2022,17 +2120,20 @@ mod tests {
         let v = parse(&h.out_text(Out::Verify(id)));
         assert_eq!(v["kind"], "verify");
         assert_eq!(v["job"], id);
-        let r = h.job_record(id).unwrap();
+        let mut r = vec![7u8; 3];
+        assert!(h.job_record(id, &mut r));
         let u32_at = |at: usize| u32::from_le_bytes(r[at..at + 4].try_into().unwrap()) as usize;
-        let input_len = u32_at(0);
+        assert_eq!(u32_at(0), r.len(), "the record starts with its length");
+        let input_len = u32_at(4);
         assert_eq!(input_len, v["input_len"].as_u64().unwrap() as usize);
-        assert_eq!(u32_at(4), v["issuer"].as_u64().unwrap() as usize);
-        let generation = f64::from_le_bytes(r[8..16].try_into().unwrap());
+        assert_eq!(u32_at(8), v["issuer"].as_u64().unwrap() as usize);
+        let generation = f64::from_le_bytes(r[12..20].try_into().unwrap());
         assert_eq!(generation, v["generation"].as_f64().unwrap());
-        let alg_len = usize::from(r[16]);
-        assert_eq!(&r[17..17 + alg_len], b"RS256");
-        let count = usize::from(r[17 + alg_len]);
-        let at = 18 + alg_len;
+        let names = algorithms();
+        assert_eq!(names.split('\n').nth(usize::from(r[20])), Some("RS256"));
+        assert_eq!(names.split('\n').count(), Algorithm::ALL.len());
+        let count = usize::from(r[21]);
+        let at = 22;
         let candidates: Vec<usize> = (0..count).map(|i| u32_at(at + 4 * i)).collect();
         assert_eq!(serde_json::to_value(&candidates).unwrap(), v["candidates"]);
         let rest = &r[at + 4 * count..];
@@ -2041,10 +2142,21 @@ mod tests {
         let sig = parts.next().unwrap();
         assert_eq!(input, parts.next().unwrap().as_bytes());
         assert_eq!(signature, b64::decode_url(sig).unwrap());
+        // The engine hands JavaScript the same record, where it lies.
+        let mut e = Engine::new(&config()).unwrap();
+        let Out::Verify(eid) = get(&mut e.host, &t, now) else {
+            panic!("a signature job")
+        };
+        let at = e.job_at(eid);
+        assert!(!at.is_null());
+        assert_eq!(at, e.job.as_ptr());
+        assert_eq!(e.job[20..], r[20..]);
+        assert!(e.job_at(eid + 1).is_null());
         // Resumed once; then the number names nothing.
         let f = parse(&h.resume(id, true, now));
         assert_eq!(f["kind"], "forward", "{f}");
-        assert!(h.job_record(id).is_none());
+        assert!(!h.job_record(id, &mut r));
+        assert!(r.is_empty());
         assert_eq!(parse(&h.out_text(Out::Verify(id)))["status"], 503);
     }
 
