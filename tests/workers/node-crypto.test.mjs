@@ -94,3 +94,28 @@ describe('the Worker library with asynchronous WebCrypto (Node)', () => {
     });
   }
 });
+
+describe('the Worker library: a request head that is not all ASCII (Node)', () => {
+  it('reaches the core whole: decided there, never an internal error', async () => {
+    const { McpEdgeAuth } = await loadLibrary();
+    const key = await makeKey('RS256', 'n-ascii');
+    const auth = new McpEdgeAuth({
+      resources: [{
+        resource: RESOURCE,
+        authorization_servers: [ISSUER],
+        issuers: [{ issuer: ISSUER, algorithms: ['RS256'], local_jwks: jwks(key) }],
+      }],
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const token = await mint(key, { iss: ISSUER, aud: RESOURCE, sub: 'user-é', iat: now, exp: now + 300 });
+    // Latin-1 header values (a Headers value is a byte string): UTF-8 takes two bytes for
+    // each of these characters, more than the first write reserves.
+    const latin = 'é'.repeat(600);
+    const plain = await auth.authorize(new Request(RESOURCE, { headers: { authorization: `Bearer ${token}` } }));
+    assert.equal(plain.ok, true);
+    const r = await auth.authorize(new Request(RESOURCE, { headers: { authorization: `Bearer ${token}${latin}` } }));
+    assert.equal(r.ok, false, 'a malformed Authorization header is refused');
+    assert.equal(r.response.status, 400, await r.response.text());
+    assert.match(r.response.headers.get('www-authenticate'), /error="invalid_(token|request)"/);
+  });
+});
