@@ -70,7 +70,7 @@ function writeRequest(engine, head, bytes) {
 /** One try of writeRequest with `room` bytes for the head: its length, or -1 when short. */
 function writeAt(engine, head, bytes, room) {
   const at = engine.io(room + bytes.length);
-  if (memoryView.buffer !== memory.buffer) refreshViews();
+  refreshViews();
   const result = ENCODER.encodeInto(head, memoryView.subarray(at, at + room));
   if (result.read !== head.length) return -1;
   const written = result.written;
@@ -721,24 +721,14 @@ export class McpEdgeAuth {
     }
     // The signed bytes and the signature lie in Wasm memory until the next call into the
     // engine, which another request may make as soon as this one awaits. One key, already
-    // imported: WebCrypto copies them before verify returns, so they are handed over in
-    // place. Otherwise (the first use of a key, or more than one candidate) they are copied
-    // first. (A key import above may have grown the memory: views are made after it.)
+    // imported: the loop below verifies before its first await, and WebCrypto copies its
+    // inputs before verify returns, so they are handed over in place. Otherwise (the first
+    // use of a key, or more than one candidate) they are copied first. (A key import above
+    // may have grown the memory: views are made after it.)
     refreshViews();
-    const first = keys.length === 1 ? this.#ready.get(keys[0]) : undefined;
-    if (first !== undefined) {
-      const data = memoryView.subarray(j.data, j.signature);
-      const signature = memoryView.subarray(j.signature, j.end);
-      let valid = false;
-      try {
-        valid = first !== null && (await subtle.verify(params[1], first, signature, data));
-      } catch {
-        // A malformed signature (wrong length, …) is simply not valid.
-      }
-      return this.#verdict(e.resume(job.job, valid, Date.now()));
-    }
-    const data = memoryView.slice(j.data, j.signature);
-    const signature = memoryView.slice(j.signature, j.end);
+    const inPlace = keys.length === 1 && this.#ready.has(keys[0]);
+    const data = inPlace ? memoryView.subarray(j.data, j.signature) : memoryView.slice(j.data, j.signature);
+    const signature = inPlace ? memoryView.subarray(j.signature, j.end) : memoryView.slice(j.signature, j.end);
     let valid = false;
     for (const pending of keys) {
       // An imported key is used as is; only the first use of a key waits for its import.

@@ -873,7 +873,10 @@ impl Host {
         let input = j.signing_input.as_bytes();
         let (Ok(count), Some(alg)) = (
             u8::try_from(j.candidates.len()),
-            Algorithm::ALL.iter().position(|a| *a == j.alg),
+            Algorithm::ALL
+                .iter()
+                .position(|a| *a == j.alg)
+                .and_then(|i| u8::try_from(i).ok()),
         ) else {
             return false;
         };
@@ -890,8 +893,7 @@ impl Host {
         out.extend_from_slice(&input_len.to_le_bytes());
         out.extend_from_slice(&issuer.to_le_bytes());
         out.extend_from_slice(&(j.generation as f64).to_le_bytes());
-        // `ALL` has nine members: the index fits a byte.
-        out.push(alg as u8);
+        out.push(alg);
         out.push(count);
         for c in &j.candidates {
             let Ok(c) = u32::try_from(*c) else {
