@@ -1,8 +1,9 @@
 ## ---- benchmarks (not part of make test) -------------------------------------------------
-# make bench           everything below (~15 min on 2 cores), then BENCHMARKS.md and
+# make bench           everything below (~27 min on 2 cores), then BENCHMARKS.md and
 #                      bench/envoy-ratios.png
 # make bench-envoy     Envoy: no filter vs jwt_authn vs ours, cache off/on, RS256/ES256/EdDSA,
-#                      one token and token reuse, --concurrency 1 and 2 (bench/envoy.mjs)
+#                      one token and token reuse, --concurrency 1 and 2, then the cache hit
+#                      beside the proxy-wasm floor (the floor pass; bench/envoy.mjs)
 # make bench-workers   our Worker vs a jose Worker in workerd (bench/workers.mjs)
 # make bench-micro     core microbenchmarks: criterion natively, and one timing loop natively
 #                      and as wasm32-wasip1 under node --no-liftoff (crates/bench, bench/micro.mjs)
@@ -25,7 +26,8 @@
 # BENCH_WORKER_SECONDS / BENCH_WORKER_ROUNDS (the Workers run: 1 s, 20 rounds, unless
 # BENCH_SECONDS / BENCH_ROUNDS are set), BENCH_CONCURRENCY (1,2), BENCH_ALGS
 # (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
-# BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_MICRO_MS (500),
+# BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_FLOOR_ROUNDS (12; 0 skips the floor
+# pass), BENCH_FLOOR_SECONDS (1), BENCH_MICRO_MS (500),
 # BENCH_CRITERION_SECONDS (1); e.g. make bench BENCH_SECONDS=10 BENCH_ROUNDS=9. CPU placement
 # (taskset) is described in bench/envoy.mjs and BENCHMARKS.md.
 BENCH_OUT          := $(BUILD)/bench
@@ -37,7 +39,7 @@ BENCH_AR            = $(or $(shell command -v llvm-ar 2>/dev/null),$(lastword $(
 export BENCH_SECONDS BENCH_ROUNDS BENCH_WORKER_SECONDS BENCH_WORKER_ROUNDS BENCH_CONCURRENCY \
        BENCH_ALGS BENCH_WORKER_ALGS BENCH_TOKENS \
        BENCH_PROFILE_SECONDS BENCH_PROFILE_ROUNDS BENCH_PROFILE_TOP BENCH_AB_ROUNDS BENCH_AB_SECONDS \
-       BENCH_LATENCY_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
+       BENCH_LATENCY_SECONDS BENCH_FLOOR_ROUNDS BENCH_FLOOR_SECONDS BENCH_MICRO_MS BENCH_CRITERION_SECONDS
 
 .PHONY: bench bench-tools bench-envoy bench-workers bench-micro bench-size bench-report \
         bench-build-micro bench-build-floor bench-filter-host bench-profile-workers bench-ab-workers

@@ -20,7 +20,12 @@
 // Each round runs every cell once, in a new (seeded) order; BENCH_ROUNDS rounds per
 // concurrency. Then, at concurrency 1, a latency pass: one connection, one token repeated,
 // no filter and the two cached variants, so p50 and p99 are per-request latency without
-// queueing.
+// queueing. Last, at concurrency 1, the floor pass (issue 16): the Wasm filter's cache hit
+// beside `floor_headers` (the same host calls, no core) and jwt_authn cached, BENCH_FLOOR_ROUNDS
+// (12) rounds of BENCH_FLOOR_SECONDS (1) per cell, each round one workload's cells in a new
+// order then the other's, so that the cells compared were measured seconds apart: the
+// main rounds (40 cells each, minutes apart) cannot resolve 2 µs on a shared VM. And, outside
+// Envoy, the filter's own Wasm time of a cache hit beside the floor's (bench/filter-host.mjs).
 //
 // CPU placement on a 2-core machine: --concurrency 1: Envoy (all threads) on CPU 0, wrk on
 // CPU 1, so the load generator never takes Envoy's core. --concurrency 2: Envoy on both
@@ -30,7 +35,8 @@
 //
 // Knobs: BENCH_SECONDS (2) per cell, BENCH_ROUNDS (5), BENCH_CONCURRENCY (1,2),
 // BENCH_ALGS (RS256,ES256,EdDSA), BENCH_TOKENS (1000), BENCH_CONNECTIONS_PER_WORKER (8),
-// BENCH_LATENCY_SECONDS (1; 0 skips the latency pass), BENCH_WARMUP_SECONDS (1).
+// BENCH_LATENCY_SECONDS (1; 0 skips the latency pass), BENCH_WARMUP_SECONDS (1),
+// BENCH_FLOOR_ROUNDS (12; 0 skips the floor pass), BENCH_FLOOR_SECONDS (1).
 // Writes .build/bench/envoy.json; bench/report.mjs turns it into tables.
 import { writeFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -58,6 +64,8 @@ const N_TOKENS = knob('BENCH_TOKENS', 1000);
 const PER_WORKER = knob('BENCH_CONNECTIONS_PER_WORKER', 8);
 const LATENCY_SECONDS = process.env.BENCH_LATENCY_SECONDS === '0' ? 0 : knob('BENCH_LATENCY_SECONDS', 1);
 const WARMUP_SECONDS = knob('BENCH_WARMUP_SECONDS', 1);
+const FLOOR_ROUNDS = process.env.BENCH_FLOOR_ROUNDS === '0' ? 0 : knob('BENCH_FLOOR_ROUNDS', 12);
+const FLOOR_SECONDS = knob('BENCH_FLOOR_SECONDS', 1);
 const JWT_CACHE_SIZE = 4096; // = our default token_cache.max_entries
 
 const ISSUER = 'https://auth.bench.example';
@@ -230,6 +238,31 @@ function cells() {
 }
 const cellId = (c) => `${c.variant}/${c.alg}/${c.workload}`;
 
+/** The floor pass's cells of one workload: the floor, ours cached and jwt_authn cached. */
+function floorCells(workload) {
+  const out = [{ variant: 'floor_headers', alg: 'any', workload }];
+  for (const alg of ALGS) for (const variant of ['ours_cache', 'jwt_cache']) out.push({ variant, alg, workload });
+  return out;
+}
+
+/** The filter's own Wasm time of a cache hit and the floor filter's, outside Envoy
+ * (bench/filter-host.mjs, Node's V8 without Liftoff as Envoy runs it, pinned to `cpus`). */
+function filterHost(cpus) {
+  const run = (args) => {
+    const out = execFileSync('taskset', ['-c', cpus, process.execPath, '--no-liftoff', '--no-warnings', join(ROOT, 'bench', 'filter-host.mjs'), ...args]);
+    const line = out.toString().trim().split('\n').pop();
+    return JSON.parse(line);
+  };
+  const floor = [];
+  const ours = [];
+  // Alternated, three each: the medians go in the report.
+  for (let i = 0; i < 3; i += 1) {
+    floor.push(run([FLOOR_WASM, 'headers']).ns_med);
+    ours.push(run([ENVOY_WASM]).ns_med);
+  }
+  return { runtime: `Node ${process.version}`, floor_headers_ns: floor, ours_ns: ours };
+}
+
 async function main() {
   if (!existsSync(ENVOY)) throw new Error(`no Envoy at ${ENVOY}: run make setup-python`);
   if (!existsSync(ENVOY_WASM)) throw new Error(`no filter at ${ENVOY_WASM}: run make envoy-wasm`);
@@ -252,6 +285,10 @@ async function main() {
     concurrency: {},
   };
 
+  if (FLOOR_ROUNDS > 0) {
+    result.filter_host = filterHost(cpusFor(1).wrk);
+    log(`filter's Wasm per cache hit outside Envoy: ${JSON.stringify(result.filter_host)}`);
+  }
   for (const c of CONCURRENCY) {
     const ports = {};
     for (const v of [...VARIANTS, ...FLOORS]) ports[v] = await freePort();
@@ -293,6 +330,19 @@ async function main() {
           }
         }
         log('concurrency 1: latency pass done');
+      }
+      if (c === 1 && FLOOR_ROUNDS > 0) {
+        out.floor = { seconds: FLOOR_SECONDS, rounds: FLOOR_ROUNDS, cells: {} };
+        const t0 = Date.now();
+        for (let r = 0; r < FLOOR_ROUNDS; r += 1) {
+          for (const w of r % 2 ? ['zipf', 'one'] : ['one', 'zipf']) {
+            for (const cell of shuffled(floorCells(w), 9000 + 10 * r + (w === 'one' ? 0 : 1))) {
+              const res = await run(cell, { ...load, seconds: FLOOR_SECONDS });
+              (out.floor.cells[cellId(cell)] ??= { ...cell, rounds: [] }).rounds.push(res);
+            }
+          }
+        }
+        log(`concurrency 1: floor pass done in ${Math.round((Date.now() - t0) / 1000)} s`);
       }
       out.stats = await statsOf(envoy.adminUrl);
     } finally {

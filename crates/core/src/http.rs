@@ -75,19 +75,25 @@ impl<'a> Request<'a> {
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
         self.headers
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| same_name(n, name))
             .map(|(_, v)| *v)
     }
 
     /// The value of a header that must appear at most once: `Ok(None)` when absent,
     /// `Err(Repeated)` when it appears more than once.
     pub fn single_header(&self, name: &str) -> Result<Option<&'a str>, Repeated> {
-        let mut it = self.header_values(name);
-        let first = it.next();
-        if it.next().is_some() {
-            return Err(Repeated);
+        // A plain loop: the iterator's filter closure stayed an out-of-line call per header
+        // in the size-optimised Wasm filter (a cache hit looks up several headers).
+        let mut found = None;
+        for &(n, v) in self.headers {
+            if same_name(n, name) {
+                if found.is_some() {
+                    return Err(Repeated);
+                }
+                found = Some(v);
+            }
         }
-        Ok(first)
+        Ok(found)
     }
 
     /// The path without its query.
@@ -97,6 +103,14 @@ impl<'a> Request<'a> {
             None => self.path,
         }
     }
+}
+
+/// Whether two header names are the same, case-insensitively. The length is compared
+/// first, inline: most names a request carries differ from the one looked for in length,
+/// and `eq_ignore_ascii_case` is an out-of-line call (the standard library's) in Wasm.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.eq_ignore_ascii_case(b)
 }
 
 /// A request a host keeps, to decide it later (while its body is read, or while it waits for
@@ -372,10 +386,49 @@ impl Forward {
         self.remove_headers
             .iter()
             .map(String::as_str)
-            .filter(move |name| {
-                req.headers
-                    .iter()
-                    .any(|(h, _)| h.eq_ignore_ascii_case(name))
-            })
+            .filter(move |name| req.headers.iter().any(|(h, _)| same_name(h, name)))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_found_by_name_whatever_its_case_and_repeats_are_told() {
+        let headers = [
+            ("Authorization", "Bearer a"),
+            ("x-mcp-subject", "s"),
+            ("accept", "*/*"),
+            ("AUTHORIZATION", "Bearer b"),
+            ("origin", "https://app.example"),
+        ];
+        let req = Request::new("GET", "https", "mcp.example", "/mcp", &headers);
+        assert_eq!(req.single_header("origin"), Ok(Some("https://app.example")));
+        assert_eq!(req.single_header("ORIGIN"), Ok(Some("https://app.example")));
+        assert_eq!(req.single_header("x-mcp-subjec"), Ok(None));
+        assert_eq!(req.single_header("x-mcp-subjectt"), Ok(None));
+        assert_eq!(req.single_header("authorization"), Err(Repeated));
+        assert_eq!(
+            req.header_values("authorization").collect::<Vec<_>>(),
+            ["Bearer a", "Bearer b"]
+        );
+        let forward = Forward {
+            remove_headers: Arc::from(
+                ["authorization", "x-mcp-subject", "x-mcp-client-id"].map(String::from),
+            ),
+            add_headers: Arc::from([]),
+            new_path: None,
+            response_headers: Vec::new(),
+            identity: None,
+            reason: Reason::Allowed,
+            cache_hit: true,
+            lists: None,
+        };
+        assert_eq!(
+            forward.removals_in(&req).collect::<Vec<_>>(),
+            ["authorization", "x-mcp-subject"]
+        );
     }
 }

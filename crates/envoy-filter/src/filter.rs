@@ -36,7 +36,7 @@ use mcp_edge_auth_core::{
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::host::{self, HeaderMap};
+use crate::host::{self, pseudo_index, HeaderMap};
 use crate::metrics::Metrics;
 use crate::shared::{self, Document};
 
@@ -81,36 +81,14 @@ pub(crate) enum Head<'a> {
     },
 }
 
-/// Which pseudo-header a name is (its place in `Head`'s `pseudo`), if one the core reads.
-fn pseudo_index(name: &[u8]) -> Option<usize> {
-    [&b":method"[..], b":scheme", b":authority", b":path"]
-        .iter()
-        .position(|p| *p == name)
-}
-
 impl<'a> Head<'a> {
     /// The head in `map` (the request headers); `None` if the host's map is malformed
     /// (never from Envoy; the request is then refused).
     pub fn of(map: &'a HeaderMap) -> Option<Head<'a>> {
-        let pairs = map.pairs()?;
-        let mut pseudo = [""; 4];
-        let mut headers = Vec::with_capacity(pairs.len());
-        for &(name, value) in &pairs {
-            let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
-            else {
-                return Some(Head::lossy(&pairs));
-            };
-            match pseudo_index(name.as_bytes()) {
-                Some(i) => {
-                    if let Some(slot) = pseudo.get_mut(i) {
-                        *slot = value;
-                    }
-                }
-                None if name.starts_with(':') => {}
-                None => headers.push((name, value)),
-            }
+        match map.text_head() {
+            Some((pseudo, headers)) => Some(Head::Borrowed { pseudo, headers }),
+            None => map.pairs().map(|pairs| Head::lossy(&pairs)),
         }
-        Some(Head::Borrowed { pseudo, headers })
     }
 
     /// A head with a value that is not UTF-8, converted lossily.

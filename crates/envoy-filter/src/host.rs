@@ -118,11 +118,7 @@ impl HeaderMap {
         if b.is_empty() {
             return Some(Vec::new());
         }
-        let word = |at: usize| -> Option<usize> {
-            let bytes = b.get(at..at.checked_add(4)?)?;
-            let w = u32::from_le_bytes(bytes.try_into().ok()?);
-            usize::try_from(w).ok()
-        };
+        let word = |at: usize| word(b, at);
         let n = word(0)?;
         // Eight bytes of lengths per pair: a count the buffer cannot hold is malformed (and
         // never allocates on a lie).
@@ -141,6 +137,42 @@ impl HeaderMap {
             out.push((name, value));
         }
         Some(out)
+    }
+
+    /// The request head as text, when the map is well formed and all its names and values
+    /// are UTF-8 (from Envoy, always): the pseudo-headers the core reads (`:method`,
+    /// `:scheme`, `:authority`, `:path`, in that order; `""` when absent) and every other
+    /// header, in order, repeats kept. `None` otherwise, and then [`HeaderMap::pairs`] says
+    /// whether the map is malformed or only not UTF-8.
+    ///
+    /// The text is checked in one pass over every name and value at once (they lie back to
+    /// back, each followed by a NUL), and each is then a slice of it: on a cache hit, one
+    /// UTF-8 check per name and value was the largest single cost of the filter's own Wasm.
+    pub(crate) fn text_head(&self) -> Option<TextHead<'_>> {
+        let b = self.0.as_slice();
+        let mut pseudo = [""; 4];
+        if b.is_empty() {
+            return Some((pseudo, Vec::new()));
+        }
+        let n = word(b, 0)?;
+        let start = n.checked_mul(8)?.checked_add(4)?;
+        let text = std::str::from_utf8(b.get(start..)?).ok()?;
+        let mut at = 0usize;
+        let mut headers = Vec::with_capacity(n);
+        for lens in b.get(4..start)?.chunks_exact(8) {
+            let (name_len, value_len) = (word(lens, 0)?, word(lens, 4)?);
+            let name = text.get(at..at.checked_add(name_len)?)?;
+            at = at.checked_add(name_len)?.checked_add(1)?;
+            let value = text.get(at..at.checked_add(value_len)?)?;
+            at = at.checked_add(value_len)?.checked_add(1)?;
+            if name.as_bytes().first() != Some(&b':') {
+                headers.push((name, value));
+            } else if let Some(slot) = pseudo_index(name.as_bytes()).and_then(|i| pseudo.get_mut(i))
+            {
+                *slot = value;
+            }
+        }
+        Some((pseudo, headers))
     }
 
     #[cfg(test)]
@@ -165,6 +197,27 @@ impl HeaderMap {
         }
         HeaderMap(out)
     }
+}
+
+/// A request head as [`HeaderMap::text_head`] reads it: `:method`, `:scheme`, `:authority`
+/// and `:path` (`""` when absent), and every other header in order.
+pub(crate) type TextHead<'a> = ([&'a str; 4], Vec<(&'a str, &'a str)>);
+
+/// Which pseudo-header a name is (its place in a head's four), if one the core reads.
+pub(crate) fn pseudo_index(name: &[u8]) -> Option<usize> {
+    match name {
+        b":method" => Some(0),
+        b":scheme" => Some(1),
+        b":authority" => Some(2),
+        b":path" => Some(3),
+        _ => None,
+    }
+}
+
+/// The little-endian `u32` at `at` in `b`, if there is one.
+fn word(b: &[u8], at: usize) -> Option<usize> {
+    let bytes = b.get(at..at.checked_add(4)?)?;
+    usize::try_from(u32::from_le_bytes(bytes.try_into().ok()?)).ok()
 }
 
 /// A header name or value as text: bytes that are not UTF-8 (`obs-text`) become U+FFFD, and
@@ -264,7 +317,7 @@ pub(crate) fn set_tick(period: Duration) {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-    use super::HeaderMap;
+    use super::{HeaderMap, TextHead};
 
     fn serialise(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
         HeaderMap::from_pairs(pairs).0
@@ -311,10 +364,84 @@ mod tests {
                 b
             };
             let total = bytes.len();
-            if let Some(pairs) = HeaderMap::from_bytes(bytes).pairs() {
+            let map = HeaderMap::from_bytes(bytes);
+            if let Some(pairs) = map.pairs() {
                 let used: usize = pairs.iter().map(|(n, v)| n.len() + v.len()).sum();
                 assert!(used <= total);
             }
+            // The text view agrees with the byte view whenever it has one.
+            if let Some((pseudo, headers)) = map.text_head() {
+                assert_eq!(text_head_of(&map.pairs().unwrap()), (pseudo, headers));
+            }
+        }
+    }
+
+    /// What `text_head` must give for `pairs`, spelled out the slow way.
+    fn text_head_of<'a>(pairs: &[(&'a [u8], &'a [u8])]) -> TextHead<'a> {
+        let mut pseudo = [""; 4];
+        let mut headers = Vec::new();
+        for (n, v) in pairs {
+            let (n, v) = (
+                std::str::from_utf8(n).unwrap(),
+                std::str::from_utf8(v).unwrap(),
+            );
+            match n {
+                ":method" => pseudo[0] = v,
+                ":scheme" => pseudo[1] = v,
+                ":authority" => pseudo[2] = v,
+                ":path" => pseudo[3] = v,
+                _ if n.starts_with(':') => {}
+                _ => headers.push((n, v)),
+            }
+        }
+        (pseudo, headers)
+    }
+
+    #[test]
+    fn the_text_head_splits_the_pseudo_headers_off_and_keeps_the_rest_in_order() {
+        let pairs: &[(&[u8], &[u8])] = &[
+            (b":authority", b"mcp.example.com"),
+            (b":path", b"/mcp?x=1"),
+            (b":method", b"POST"),
+            (b":scheme", b"https"),
+            (b":protocol", b"websocket"),
+            (b"authorization", b"Bearer a"),
+            (b"authorization", b"Bearer b"),
+            (b"x-empty", b""),
+            (b"x-caf\xc3\xa9", b"caf\xc3\xa9"),
+        ];
+        let map = HeaderMap::from_bytes(serialise(pairs));
+        let (pseudo, headers) = map.text_head().unwrap();
+        assert_eq!(pseudo, ["POST", "https", "mcp.example.com", "/mcp?x=1"]);
+        assert_eq!(
+            headers,
+            [
+                ("authorization", "Bearer a"),
+                ("authorization", "Bearer b"),
+                ("x-empty", ""),
+                ("x-caf\u{e9}", "caf\u{e9}"),
+            ]
+        );
+        assert_eq!(text_head_of(pairs), (pseudo, headers));
+        // Empty maps, with or without a count.
+        assert_eq!(
+            HeaderMap::from_bytes(Vec::new()).text_head().unwrap().1,
+            vec![]
+        );
+        assert_eq!(
+            HeaderMap::from_bytes(serialise(&[])).text_head().unwrap().1,
+            vec![]
+        );
+        // Not UTF-8 anywhere (a name, a value, a lone continuation byte): no text view, and
+        // the byte view still reads it.
+        for bad in [
+            &[(&b"x-obs"[..], &b"caf\xe9"[..])][..],
+            &[(b"x\xff", b"v")],
+            &[(b"x", b"\x80")],
+        ] {
+            let map = HeaderMap::from_bytes(serialise(bad));
+            assert_eq!(map.text_head(), None);
+            assert_eq!(map.pairs().unwrap(), bad.to_vec());
         }
     }
 
@@ -323,11 +450,9 @@ mod tests {
         let good = serialise(&[(b"a", b"1"), (b"bb", b"22")]);
         // Every truncation, a count the buffer cannot hold, lengths past the end.
         for cut in 1..good.len() - 1 {
-            assert_eq!(
-                HeaderMap::from_bytes(good[..cut].to_vec()).pairs(),
-                None,
-                "{cut}"
-            );
+            let map = HeaderMap::from_bytes(good[..cut].to_vec());
+            assert_eq!(map.pairs(), None, "{cut}");
+            assert_eq!(map.text_head(), None, "{cut}");
         }
         let mut huge = good.clone();
         huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
