@@ -36,7 +36,7 @@ use mcp_edge_auth_core::{
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use crate::host::{self, pseudo_index, HeaderMap};
+use crate::host::{self, place, HeaderMap, Place};
 use crate::metrics::Metrics;
 use crate::shared::{self, Document};
 
@@ -96,14 +96,14 @@ impl<'a> Head<'a> {
         let mut pseudo: [String; 4] = Default::default();
         let mut headers = Vec::new();
         for &(name, value) in pairs {
-            match pseudo_index(name) {
-                Some(i) => {
+            match place(name) {
+                Place::Header => headers.push((host::lossy(name), host::lossy(value))),
+                Place::Pseudo(i) => {
                     if let Some(slot) = pseudo.get_mut(i) {
                         *slot = host::lossy(value);
                     }
                 }
-                None if name.starts_with(b":") => {}
-                None => headers.push((host::lossy(name), host::lossy(value))),
+                Place::Dropped => {}
             }
         }
         Head::Lossy { pseudo, headers }

@@ -5,6 +5,7 @@
 //! request on that worker. Everything here reads bytes and converts lossily: a mangled
 //! `Authorization` or `Origin` value is refused by the core like any other bad value.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -112,30 +113,44 @@ impl HeaderMap {
         HeaderMap(Vec::new())
     }
 
-    /// Every pair, in order, repeats kept; `None` if the buffer is not a well-formed map.
-    pub(crate) fn pairs(&self) -> Option<Vec<(&[u8], &[u8])>> {
+    /// The table of lengths and the bytes after it (every name and value, each followed by
+    /// a NUL); `None` if the buffer cannot hold the count it starts with (so that nothing is
+    /// ever allocated on a lie). An empty buffer is an empty map.
+    fn layout(&self) -> Option<(&[u8], &[u8])> {
         let b = self.0.as_slice();
         if b.is_empty() {
-            return Some(Vec::new());
+            return Some((&[], &[]));
         }
-        let word = |at: usize| word(b, at);
-        let n = word(0)?;
-        // Eight bytes of lengths per pair: a count the buffer cannot hold is malformed (and
-        // never allocates on a lie).
-        let mut at = n.checked_mul(8)?.checked_add(4)?;
-        if at > b.len() {
-            return None;
+        let start = word(b, 0)?.checked_mul(8)?.checked_add(4)?;
+        Some((b.get(4..start)?, b.get(start..)?))
+    }
+
+    /// Calls `each` with every pair's name and value, in order, as ranges of the bytes after
+    /// the table of lengths (unchecked: the caller's `get` checks them). `None` if a length
+    /// overflows or `each` refused a pair.
+    fn walk(
+        lengths: &[u8],
+        mut each: impl FnMut(Range<usize>, Range<usize>) -> Option<()>,
+    ) -> Option<()> {
+        let mut at = 0usize;
+        for lens in lengths.chunks_exact(8) {
+            let name = at..at.checked_add(word(lens, 0)?)?;
+            let value_at = name.end.checked_add(1)?;
+            let value = value_at..value_at.checked_add(word(lens, 4)?)?;
+            at = value.end.checked_add(1)?;
+            each(name, value)?;
         }
-        let mut out = Vec::with_capacity(n);
-        for i in 0..n {
-            let lens = 4 + i * 8;
-            let (name_len, value_len) = (word(lens)?, word(lens + 4)?);
-            let name = b.get(at..at.checked_add(name_len)?)?;
-            at = at.checked_add(name_len)?.checked_add(1)?;
-            let value = b.get(at..at.checked_add(value_len)?)?;
-            at = at.checked_add(value_len)?.checked_add(1)?;
-            out.push((name, value));
-        }
+        Some(())
+    }
+
+    /// Every pair, in order, repeats kept; `None` if the buffer is not a well-formed map.
+    pub(crate) fn pairs(&self) -> Option<Vec<(&[u8], &[u8])>> {
+        let (lengths, bytes) = self.layout()?;
+        let mut out = Vec::with_capacity(lengths.len() / 8);
+        Self::walk(lengths, |name, value| {
+            out.push((bytes.get(name)?, bytes.get(value)?));
+            Some(())
+        })?;
         Some(out)
     }
 
@@ -149,29 +164,19 @@ impl HeaderMap {
     /// back, each followed by a NUL), and each is then a slice of it: on a cache hit, one
     /// UTF-8 check per name and value was the largest single cost of the filter's own Wasm.
     pub(crate) fn text_head(&self) -> Option<TextHead<'_>> {
-        let b = self.0.as_slice();
+        let (lengths, bytes) = self.layout()?;
+        let text = std::str::from_utf8(bytes).ok()?;
         let mut pseudo = [""; 4];
-        if b.is_empty() {
-            return Some((pseudo, Vec::new()));
-        }
-        let n = word(b, 0)?;
-        let start = n.checked_mul(8)?.checked_add(4)?;
-        let text = std::str::from_utf8(b.get(start..)?).ok()?;
-        let mut at = 0usize;
-        let mut headers = Vec::with_capacity(n);
-        for lens in b.get(4..start)?.chunks_exact(8) {
-            let (name_len, value_len) = (word(lens, 0)?, word(lens, 4)?);
-            let name = text.get(at..at.checked_add(name_len)?)?;
-            at = at.checked_add(name_len)?.checked_add(1)?;
-            let value = text.get(at..at.checked_add(value_len)?)?;
-            at = at.checked_add(value_len)?.checked_add(1)?;
-            if name.as_bytes().first() != Some(&b':') {
-                headers.push((name, value));
-            } else if let Some(slot) = pseudo_index(name.as_bytes()).and_then(|i| pseudo.get_mut(i))
-            {
-                *slot = value;
+        let mut headers = Vec::with_capacity(lengths.len() / 8);
+        Self::walk(lengths, |name, value| {
+            let (name, value) = (text.get(name)?, text.get(value)?);
+            match place(name.as_bytes()) {
+                Place::Header => headers.push((name, value)),
+                Place::Pseudo(i) => *pseudo.get_mut(i)? = value,
+                Place::Dropped => {}
             }
-        }
+            Some(())
+        })?;
         Some((pseudo, headers))
     }
 
@@ -203,14 +208,26 @@ impl HeaderMap {
 /// and `:path` (`""` when absent), and every other header in order.
 pub(crate) type TextHead<'a> = ([&'a str; 4], Vec<(&'a str, &'a str)>);
 
-/// Which pseudo-header a name is (its place in a head's four), if one the core reads.
-pub(crate) fn pseudo_index(name: &[u8]) -> Option<usize> {
+/// Where a request header goes in the core's view of the request.
+pub(crate) enum Place {
+    /// One of the four pseudo-headers the core reads: its place (`:method`, `:scheme`,
+    /// `:authority`, `:path`).
+    Pseudo(usize),
+    /// Another pseudo-header (`:protocol`): the core does not read it.
+    Dropped,
+    /// A header.
+    Header,
+}
+
+/// Where the header called `name` goes.
+pub(crate) fn place(name: &[u8]) -> Place {
     match name {
-        b":method" => Some(0),
-        b":scheme" => Some(1),
-        b":authority" => Some(2),
-        b":path" => Some(3),
-        _ => None,
+        b":method" => Place::Pseudo(0),
+        b":scheme" => Place::Pseudo(1),
+        b":authority" => Place::Pseudo(2),
+        b":path" => Place::Pseudo(3),
+        [b':', ..] => Place::Dropped,
+        _ => Place::Header,
     }
 }
 
