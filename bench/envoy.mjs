@@ -47,14 +47,15 @@ import { freePort, startProcess, tempDir, waitFor } from '../tests/lib/proc.mjs'
 import { send } from '../tests/lib/http.mjs';
 import { makeKey, jwks as jwksOf, mint, nowSeconds, tamper } from '../tests/lib/tokens.mjs';
 import { moduleFilter, ENVOY_MODULE } from '../tests/envoy-module/launch.mjs';
-import { benchConfig, makeTokenSets, ROOT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
+import { benchConfig, makeTokenSets, ROOT, OUT, knob, listKnob, runWrk, shuffled, writeResult, loadAvg, log, commit } from './lib.mjs';
 
 const ENVOY = process.env.ENVOY ?? join(ROOT, '.venv', 'bin', 'envoy');
 const ENVOY_WASM = process.env.ENVOY_WASM ?? join(ROOT, '.build', 'envoy', 'mcp_edge_auth_envoy.wasm');
-// The proxy-wasm floor (crates/bench/examples/floor_filter.rs, `make bench-build-floor`): a
-// filter that does nothing (floor_noop) or only the header host calls of a cache hit
-// (floor_headers): what any Wasm filter pays, beside the others in every run.
-export const FLOOR_WASM = join(ROOT, 'target', 'wasm32-wasip1', 'release', 'examples', 'floor_filter.wasm');
+// The proxy-wasm floor (crates/bench/examples/floor_filter.rs, `make bench-build-floor`,
+// which drops the SDK exports the shipped filter drops): a filter that does nothing
+// (floor_noop) or only the header host calls of a cache hit (floor_headers): what any Wasm
+// filter pays, beside the others in every run.
+export const FLOOR_WASM = join(OUT, 'floor_filter.wasm');
 export const FLOORS = ['floor_noop', 'floor_headers'];
 const SECONDS = knob('BENCH_SECONDS', 2);
 const ROUNDS = knob('BENCH_ROUNDS', 5);

@@ -1,6 +1,7 @@
 ## ---- Envoy / Istio (owned by the Envoy host) -----------------------------------------
 # make envoy-wasm   the filter, .build/envoy/mcp_edge_auth_envoy.wasm (Cargo profile `filter`,
-#                   then wasm-opt -Oz without the name section: the 512 KiB budget)
+#                   then wasm-opt -Oz without the name section and the SDK's exports the
+#                   filter does not implement: the 512 KiB budget)
 # make oci          the filter as a Wasm OCI image ("compat" layout) in .build/oci; prints
 #                   its digest. OCI_TAG=… names the tag; OCI_PUSH=registry/repo:tag also pushes
 #                   it with skopeo (OCI_PUSH_FLAGS=--dest-tls-verify=false for a plain-http
@@ -13,6 +14,17 @@ ENVOY_WASM := $(BUILD)/envoy/mcp_edge_auth_envoy.wasm
 # wasm32-wasip1); wasm-opt must accept (and keep to) the same set.
 ENVOY_WASM_OPT_FEATURES := --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
                            --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd
+# The proxy-wasm SDK exports every callback of the ABI; the host calls one only when the
+# module exports it (proxy-wasm-cpp-host checks each), so each callback the filter does not
+# implement is dead code, and `proxy_on_log` was a call into V8 on every request for nothing.
+# A callback the filter implements must not be listed (tests/envoy/artefacts.test.mjs checks
+# the shipped module against crates/envoy-filter/src/contexts.rs). The floor filter of the
+# benchmarks drops the same (bench/bench.mk), so that it stays what any such filter pays.
+ENVOY_WASM_UNUSED_EXPORTS := proxy_on_log,proxy_on_response_trailers,proxy_on_grpc_*,proxy_on_foreign_function,\
+                             proxy_on_queue_ready,proxy_on_new_connection,proxy_on_downstream_*,proxy_on_upstream_*,\
+                             ring_core_*
+# (the line breaks' spaces taken out: the pass takes one comma-separated list)
+ENVOY_WASM_DROP_EXPORTS := --remove-exports '--pass-arg=remove-exports@$(subst $(eval) ,,$(ENVOY_WASM_UNUSED_EXPORTS))'
 OCI_DIR    := $(BUILD)/oci
 OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | head -1)
 
@@ -25,7 +37,7 @@ envoy-wasm: $(ENVOY_WASM)
 $(ENVOY_WASM): $(ENVOY_WASM_SOURCES) | setup-rust setup-node envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
 	@mkdir -p $(BUILD)/envoy
-	$(NODE_BIN)/wasm-opt -Oz --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
+	$(NODE_BIN)/wasm-opt $(ENVOY_WASM_DROP_EXPORTS) -Oz --strip-debug --strip-producers $(ENVOY_WASM_OPT_FEATURES) \
 	  $(ENVOY_CRATE_WASM) -o $(ENVOY_WASM)
 	@echo "envoy filter: $$(wc -c < $(ENVOY_WASM)) bytes, $$(gzip -9c $(ENVOY_WASM) | wc -c) bytes gzipped"
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parseAllDocuments, parse } from 'yaml';
 
 import { ROOT } from '../lib/proc.mjs';
-import { bootstrap, validateEnvoy } from './launch.mjs';
+import { bootstrap, validateEnvoy, ENVOY_WASM } from './launch.mjs';
 
 it('envoy/envoy.yaml is a valid Envoy configuration the filter accepts', async () => {
   // Run from the repository root: the Wasm path in the file is relative to it.
@@ -141,4 +141,41 @@ it('the Envoy Gateway example: the EnvoyExtensionPolicy config is accepted by th
   const { ok, log } = await validateEnvoy(b);
   assert.ok(ok, log.slice(-2000));
   assert.match(log, /protecting https:\/\/mcp\.example\.com\/mcp .*MCP rules on the JSON-RPC body of 1 resource\(s\), the headers go on once the token is checked/);
+});
+
+// `make envoy-wasm` drops the SDK's exports of the callbacks the filter does not implement
+// (envoy/envoy.mk): Envoy calls a callback only when the module exports it, so one dropped
+// by mistake would be silently never called. Every callback the filter's contexts implement
+// must still be exported, and nothing else but what the SDK needs for every context.
+it('the shipped filter exports exactly the proxy-wasm callbacks its contexts implement', () => {
+  const exported = new Set(WebAssembly.Module.exports(new WebAssembly.Module(readFileSync(ENVOY_WASM))).map((e) => e.name));
+  // The SDK's trait methods (proxy-wasm 0.2) and the export that calls each.
+  const exportOf = {
+    on_vm_start: 'proxy_on_vm_start', on_configure: 'proxy_on_configure', on_tick: 'proxy_on_tick',
+    create_http_context: 'proxy_on_context_create', on_done: 'proxy_on_done', on_log: 'proxy_on_log',
+    on_http_call_response: 'proxy_on_http_call_response', on_queue_ready: 'proxy_on_queue_ready',
+    on_foreign_function: 'proxy_on_foreign_function', on_grpc_call_response: 'proxy_on_grpc_receive',
+    on_grpc_stream_message: 'proxy_on_grpc_receive', on_grpc_stream_close: 'proxy_on_grpc_close',
+    on_grpc_stream_initial_metadata: 'proxy_on_grpc_receive_initial_metadata',
+    on_grpc_stream_trailing_metadata: 'proxy_on_grpc_receive_trailing_metadata',
+    on_http_request_headers: 'proxy_on_request_headers', on_http_request_body: 'proxy_on_request_body',
+    on_http_request_trailers: 'proxy_on_request_trailers', on_http_response_headers: 'proxy_on_response_headers',
+    on_http_response_body: 'proxy_on_response_body', on_http_response_trailers: 'proxy_on_response_trailers',
+    on_new_connection: 'proxy_on_new_connection', on_downstream_data: 'proxy_on_downstream_data',
+    on_downstream_close: 'proxy_on_downstream_connection_close', on_upstream_data: 'proxy_on_upstream_data',
+    on_upstream_close: 'proxy_on_upstream_connection_close',
+  };
+  const src = readFileSync(join(ROOT, 'crates', 'envoy-filter', 'src', 'contexts.rs'), 'utf8');
+  const implemented = [...src.matchAll(/^\s*fn (on_\w+|create_http_context)\(/gm)].map((m) => m[1]);
+  assert.ok(implemented.includes('on_http_request_headers') && implemented.includes('on_tick'), `read ${implemented}`);
+  const needed = new Set(['proxy_on_context_create', 'proxy_on_delete', 'proxy_on_memory_allocate', 'proxy_on_vm_start', 'proxy_on_configure', 'proxy_on_done']);
+  for (const m of implemented) {
+    assert.ok(exportOf[m], `contexts.rs implements ${m}: add it to this test's table`);
+    assert.ok(exported.has(exportOf[m]), `${m} is implemented but ${exportOf[m]} is not exported (envoy/envoy.mk drops it)`);
+    needed.add(exportOf[m]);
+  }
+  const callbacks = [...exported].filter((n) => n.startsWith('proxy_on_'));
+  assert.deepEqual(callbacks.filter((n) => !needed.has(n)), [], 'exported callbacks the filter does not implement');
+  assert.ok(exported.has('proxy_abi_version_0_2_1') && exported.has('memory') && exported.has('_initialize'));
+  assert.ok(!exported.has('proxy_on_log'), 'proxy_on_log: a call into V8 per request for nothing');
 });

@@ -11,8 +11,9 @@
 //!   header and the clock, remove `authorization` (and `x-mcp-subject` if the request has
 //!   one: the filter removes only what a request carries), add `x-mcp-subject`.
 //!
-//! Build: `cargo build -p mcp-edge-auth-bench --example floor_filter --target wasm32-wasip1
-//! --release` (bench/bench.mk does).
+//! Build: `make bench-build-floor` (bench/bench.mk): cargo's release build, then wasm-opt
+//! drops the SDK exports that the shipped filter drops (envoy/envoy.mk), so that Envoy makes
+//! the same calls into both modules.
 
 use std::cell::Cell;
 use std::rc::Rc;
