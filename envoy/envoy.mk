@@ -32,7 +32,7 @@ OCI_TAG    ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' $(ROOT)/Cargo.toml | h
 # Rebuilt only when a source it is built from changed, so `make demo` on an up-to-date tree
 # builds and writes nothing.
 ENVOY_WASM_SOURCES := $(shell find $(ROOT)/crates/core $(ROOT)/crates/envoy-filter $(ROOT)/crates/p256-tables $(ROOT)/crates/rsa-limbs32 \
-                        -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock $(ROOT)/.cargo/config.toml
+                        -name '*.rs' -o -name Cargo.toml 2>/dev/null) $(ROOT)/Cargo.toml $(ROOT)/Cargo.lock $(ROOT)/.cargo/config.toml $(ROOT)/envoy/envoy.mk
 envoy-wasm: $(ENVOY_WASM)
 $(ENVOY_WASM): $(ENVOY_WASM_SOURCES) | setup-rust setup-node envoy-cc
 	$(CARGO) build -p mcp-edge-auth-envoy --target wasm32-wasip1 --profile filter
