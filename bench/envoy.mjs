@@ -23,9 +23,10 @@
 // queueing. Last, at concurrency 1, the floor pass (issue 16): the Wasm filter's cache hit
 // beside `floor_headers` (the same host calls, no core; sent the same tokens) and jwt_authn
 // cached, BENCH_FLOOR_ROUNDS (16) rounds of BENCH_FLOOR_SECONDS (1) per cell, each round
-// one workload's cells in a new order then the other's, so that the cells compared were measured seconds apart: the
-// main rounds (40 cells each, minutes apart) cannot resolve 2 µs on a shared VM. And, outside
-// Envoy, the filter's own Wasm time of a cache hit beside the floor's (bench/filter-host.mjs).
+// one workload's cells in a new order then the other's, so that the cells compared were
+// measured seconds apart: the main rounds (40 cells each, minutes apart) cannot resolve 2 µs
+// on a shared VM. And, outside Envoy, the filter's own Wasm time of a cache hit beside the
+// floor's (bench/filter-host.mjs).
 //
 // CPU placement on a 2-core machine: --concurrency 1: Envoy (all threads) on CPU 0, wrk on
 // CPU 1, so the load generator never takes Envoy's core. --concurrency 2: Envoy on both
