@@ -174,17 +174,21 @@ impl TokenCache {
         if self.max_entries == 0 {
             return None;
         }
-        let live = self.map.get(hash).is_some_and(|e| {
-            e.resource == resource
-                && now < e.expires_at
-                && same_token(e.token.as_bytes(), token.as_bytes())
-        });
-        if live {
-            self.hits += 1;
-            self.map.get(hash)
-        } else {
-            self.misses += 1;
-            None
+        // One search of the map: a hit's entry is returned from the same lookup that
+        // confirmed it (the counters are other fields, so the borrows do not overlap).
+        match self.map.get(hash) {
+            Some(e)
+                if e.resource == resource
+                    && now < e.expires_at
+                    && same_token(e.token.as_bytes(), token.as_bytes()) =>
+            {
+                self.hits += 1;
+                Some(e)
+            }
+            _ => {
+                self.misses += 1;
+                None
+            }
         }
     }
 

@@ -165,7 +165,7 @@ impl HeaderMap {
     /// UTF-8 check per name and value was the largest single cost of the filter's own Wasm.
     pub(crate) fn text_head(&self) -> Option<TextHead<'_>> {
         let (lengths, bytes) = self.layout()?;
-        let text = std::str::from_utf8(bytes).ok()?;
+        let text = text(bytes)?;
         let mut pseudo = [""; 4];
         let mut headers = Vec::with_capacity(lengths.len() / 8);
         Self::walk(lengths, |name, value| {
@@ -201,6 +201,32 @@ impl HeaderMap {
             out.push(0);
         }
         HeaderMap(out)
+    }
+}
+
+/// `bytes` as text, if they are UTF-8.
+///
+/// A header block from Envoy is ASCII, and most of it is the token, so ASCII is checked
+/// first, sixteen bytes at a time (one SIMD word in Wasm): `from_utf8`'s own ASCII scan
+/// goes a `usize` at a time, four bytes in Wasm, and in a cache hit's profile it cost as
+/// much as the cache's map lookup. (Node, 1,000 tokens: this and the cache's single
+/// lookup took 40-60 ns off the ~1.2 µs of a hit's Wasm.)
+fn text(bytes: &[u8]) -> Option<&str> {
+    let mut rest = bytes;
+    let mut all = 0u128;
+    while let Some((word, r)) = rest.split_first_chunk::<16>() {
+        all |= u128::from_ne_bytes(*word);
+        rest = r;
+    }
+    for b in rest {
+        all |= u128::from(*b);
+    }
+    if all & u128::from_ne_bytes([0x80; 16]) == 0 {
+        // SAFETY: no byte has its high bit set, so every byte is ASCII, and ASCII is UTF-8.
+        #[allow(unsafe_code)]
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
     }
 }
 
@@ -459,6 +485,25 @@ mod tests {
             let map = HeaderMap::from_bytes(serialise(bad));
             assert_eq!(map.text_head(), None);
             assert_eq!(map.pairs().unwrap(), bad.to_vec());
+        }
+    }
+
+    /// The sixteen-byte ASCII scan agrees with `from_utf8` wherever a non-ASCII byte
+    /// lies: in a whole word or in the tail, valid UTF-8 or not.
+    #[test]
+    fn text_agrees_with_from_utf8_wherever_a_high_byte_lies() {
+        for len in 0..50 {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            assert_eq!(super::text(&ascii), std::str::from_utf8(&ascii).ok());
+            for at in 0..len {
+                for high in [&[0xc3, 0xa9][..], &[0xff], &[0x80], &[0xe2, 0x82]] {
+                    let mut b = ascii.clone();
+                    b.splice(at..at, high.iter().copied());
+                    let want = std::str::from_utf8(&b).ok();
+                    assert_eq!(super::text(&b), want, "{len} {at} {high:?}");
+                    assert_eq!(want.is_some(), high == [0xc3, 0xa9]);
+                }
+            }
         }
     }
 
