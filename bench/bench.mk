@@ -1,5 +1,5 @@
 ## ---- benchmarks (not part of make test) -------------------------------------------------
-# make bench           everything below (~27 min on 2 cores), then BENCHMARKS.md and
+# make bench           everything below (~35 min on 2 cores), then BENCHMARKS.md and
 #                      bench/envoy-ratios.png
 # make bench-envoy     Envoy: no filter vs jwt_authn vs ours, cache off/on, RS256/ES256/EdDSA,
 #                      one token and token reuse, --concurrency 1 and 2, then the cache hit
@@ -26,7 +26,7 @@
 # BENCH_WORKER_SECONDS / BENCH_WORKER_ROUNDS (the Workers run: 1 s, 20 rounds, unless
 # BENCH_SECONDS / BENCH_ROUNDS are set), BENCH_CONCURRENCY (1,2), BENCH_ALGS
 # (RS256,ES256,EdDSA), BENCH_WORKER_ALGS (RS256),
-# BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_FLOOR_ROUNDS (16; 0 skips the floor
+# BENCH_TOKENS (1000), BENCH_LATENCY_SECONDS (1), BENCH_FLOOR_ROUNDS (32; 0 skips the floor
 # pass), BENCH_FLOOR_SECONDS (1), BENCH_MICRO_MS (500),
 # BENCH_CRITERION_SECONDS (1); e.g. make bench BENCH_SECONDS=10 BENCH_ROUNDS=9. CPU placement
 # (taskset) is described in bench/envoy.mjs and BENCHMARKS.md.

@@ -22,7 +22,7 @@
 // no filter and the two cached variants, so p50 and p99 are per-request latency without
 // queueing. Last, at concurrency 1, the floor pass (issue 16): the Wasm filter's cache hit
 // beside `floor_headers` (the same host calls, no core; sent the same tokens) and jwt_authn
-// cached, BENCH_FLOOR_ROUNDS (16) rounds of BENCH_FLOOR_SECONDS (1) per cell, each round
+// cached, BENCH_FLOOR_ROUNDS (32) rounds of BENCH_FLOOR_SECONDS (1) per cell, each round
 // one workload's cells in a new order then the other's, so that the cells compared were
 // measured seconds apart: the main rounds (40 cells each, minutes apart) cannot resolve 2 µs
 // on a shared VM. And, outside Envoy, the filter's own Wasm time of a cache hit beside the
@@ -37,7 +37,7 @@
 // Knobs: BENCH_SECONDS (2) per cell, BENCH_ROUNDS (5), BENCH_CONCURRENCY (1,2),
 // BENCH_ALGS (RS256,ES256,EdDSA), BENCH_TOKENS (1000), BENCH_CONNECTIONS_PER_WORKER (8),
 // BENCH_LATENCY_SECONDS (1; 0 skips the latency pass), BENCH_WARMUP_SECONDS (1),
-// BENCH_FLOOR_ROUNDS (16; 0 skips the floor pass), BENCH_FLOOR_SECONDS (1).
+// BENCH_FLOOR_ROUNDS (32; 0 skips the floor pass), BENCH_FLOOR_SECONDS (1).
 // Writes .build/bench/envoy.json; bench/report.mjs turns it into tables.
 import { writeFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -66,7 +66,7 @@ const N_TOKENS = knob('BENCH_TOKENS', 1000);
 const PER_WORKER = knob('BENCH_CONNECTIONS_PER_WORKER', 8);
 const LATENCY_SECONDS = process.env.BENCH_LATENCY_SECONDS === '0' ? 0 : knob('BENCH_LATENCY_SECONDS', 1);
 const WARMUP_SECONDS = knob('BENCH_WARMUP_SECONDS', 1);
-const FLOOR_ROUNDS = process.env.BENCH_FLOOR_ROUNDS === '0' ? 0 : knob('BENCH_FLOOR_ROUNDS', 16);
+const FLOOR_ROUNDS = process.env.BENCH_FLOOR_ROUNDS === '0' ? 0 : knob('BENCH_FLOOR_ROUNDS', 32);
 const FLOOR_SECONDS = knob('BENCH_FLOOR_SECONDS', 1);
 const JWT_CACHE_SIZE = 4096; // = our default token_cache.max_entries
 
