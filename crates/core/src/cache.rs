@@ -7,7 +7,7 @@
 //! and that the issuer's keys are still the ones that verified it (a key rotation voids
 //! entries).
 //!
-//! Entries are found by a keyed SipHash-2-4 of the token (of its length and both ends) and
+//! Entries are found by a keyed SipHash-1-3 of the token (of its length and both ends) and
 //! confirmed by comparing the whole token, in time independent of where it differs. So no hash collision, crafted or not, can
 //! ever make one token pass as another: a collision only costs a verification. (SHA-256 as
 //! the key did the same job at several times the cost: it was over half of a cache hit's
@@ -20,22 +20,25 @@
 //! per Envoy worker VM, one per Worker isolate) and hand it to [`crate::Gateway::decide`].
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::hash::Hasher;
+use core::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashMap;
 
 use crate::http::Identity;
 use crate::keys::IssuerId;
 
-/// The map key: a keyed SipHash-2-4 of the token (see [`TokenCache::hash`]).
+/// The map key: a keyed SipHash-1-3 of the token (see [`TokenCache::hash`]).
 pub type TokenHash = u64;
 
 /// Bytes from the start of a token that its map key covers.
 pub const HASH_HEAD: usize = 32;
-/// Bytes from the end of a token that its map key covers (a JWS signature is at least 64
-/// base64url characters for every algorithm we accept).
-pub const HASH_TAIL: usize = 64;
+/// Bytes from the end of a token that its map key covers: for a JWS, the end of its
+/// signature, which is unpredictable from token to token (at least 64 base64url characters
+/// for every algorithm we accept; 32 of them are 192 bits).
+pub const HASH_TAIL: usize = 32;
 
 /// Whether two tokens are equal, taking the same time wherever they differ (the length is
 /// not secret: it is visible on the wire).
@@ -59,19 +62,75 @@ pub(crate) fn same_token(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// The keyed hash of [`TokenCache::hash`] (also the exchange cache's, with its own key).
+/// The keyed hash of [`TokenCache::hash`] (also the exchange cache's, with its own key):
+/// SipHash-1-3 of the token's length (8 bytes, little-endian), its first [`HASH_HEAD`] and
+/// its last [`HASH_TAIL`] bytes (the whole token, twice over, when it is short).
 pub(crate) fn token_hash(key: (u64, u64), token: &str) -> TokenHash {
     let b = token.as_bytes();
     let head = b.get(..HASH_HEAD).unwrap_or(b);
     let tail = b.get(b.len().saturating_sub(HASH_TAIL)..).unwrap_or(b);
-    // SipHash-2-4 from `core` (deprecated only in favour of std's RandomState, which a
-    // no_std core cannot use); no dependency, and keyed.
-    #[allow(deprecated)]
-    let mut h = core::hash::SipHasher::new_with_keys(key.0, key.1);
-    h.write_usize(b.len());
-    h.write(head);
-    h.write(tail);
-    h.finish()
+    let mut msg = [0u8; 8 + HASH_HEAD + HASH_TAIL];
+    let mut n = 0;
+    for part in [&(b.len() as u64).to_le_bytes()[..], head, tail] {
+        if let Some(dst) = msg.get_mut(n..n + part.len()) {
+            dst.copy_from_slice(part);
+            n += part.len();
+        }
+    }
+    sip::<1, 3>(key, msg.get(..n).unwrap_or(&msg))
+}
+
+/// SipHash-c-d (Aumasson and Bernstein) of `msg` under `key`: c rounds per 8-byte word, d
+/// to finish.
+///
+/// 1-3 is what Rust's `std` `HashMap` keys its tables with. The map only needs its keys
+/// spread and unpredictable to whoever sends tokens (a hit is confirmed on the whole token),
+/// and SipHash-2-4 over the old 104 bytes was a third of a cache hit's time in Wasm
+/// (`hash/*` in BENCHMARKS.md). The tests check the 2-4 instance against `core`'s SipHasher.
+fn sip<const C: usize, const D: usize>(key: (u64, u64), msg: &[u8]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        let [v0, v1, v2, v3] = v;
+        *v0 = v0.wrapping_add(*v1);
+        *v1 = v1.rotate_left(13) ^ *v0;
+        *v0 = v0.rotate_left(32);
+        *v2 = v2.wrapping_add(*v3);
+        *v3 = v3.rotate_left(16) ^ *v2;
+        *v0 = v0.wrapping_add(*v3);
+        *v3 = v3.rotate_left(21) ^ *v0;
+        *v2 = v2.wrapping_add(*v1);
+        *v1 = v1.rotate_left(17) ^ *v2;
+        *v2 = v2.rotate_left(32);
+    }
+    let mut v = [
+        key.0 ^ 0x736f_6d65_7073_6575,
+        key.1 ^ 0x646f_7261_6e64_6f6d,
+        key.0 ^ 0x6c79_6765_6e65_7261,
+        key.1 ^ 0x7465_6462_7974_6573,
+    ];
+    let compress = |v: &mut [u64; 4], m: u64| {
+        v[3] ^= m;
+        for _ in 0..C {
+            round(v);
+        }
+        v[0] ^= m;
+    };
+    let mut rest = msg;
+    while let Some((word, r)) = rest.split_first_chunk::<8>() {
+        compress(&mut v, u64::from_le_bytes(*word));
+        rest = r;
+    }
+    // The last word: the bytes left over, and the length's low byte on top.
+    let mut last = (msg.len() as u64) << 56;
+    for (i, byte) in rest.iter().enumerate() {
+        last |= u64::from(*byte) << (8 * i);
+    }
+    compress(&mut v, last);
+    v[2] ^= 0xff;
+    for _ in 0..D {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// What a verified token established.
@@ -94,12 +153,44 @@ pub struct VerifiedToken {
     pub token: Box<str>,
 }
 
+/// Hashes a [`TokenHash`] to itself: the table's keys are keyed (secret) hashes already, so
+/// hashing them again would only cost time. (The table was a B-tree: a search of several
+/// nodes per hit, each a likely cache miss with 1,000 tokens in use.)
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyIsHash;
+
+impl BuildHasher for KeyIsHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// The hasher of [`KeyIsHash`]: a `u64` written is the hash.
+#[derive(Debug, Default)]
+pub(crate) struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed here; anything else still gets a (weak) hash.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// A bounded, expiry-aware map from token hash to [`VerifiedToken`].
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     max_entries: usize,
     hash_key: (u64, u64),
-    map: BTreeMap<TokenHash, VerifiedToken>,
+    map: HashMap<TokenHash, VerifiedToken, KeyIsHash>,
     order: VecDeque<TokenHash>,
     hits: u64,
     misses: u64,
@@ -118,7 +209,7 @@ impl TokenCache {
         TokenCache {
             max_entries,
             hash_key: key,
-            map: BTreeMap::new(),
+            map: HashMap::with_hasher(KeyIsHash),
             order: VecDeque::new(),
             hits: 0,
             misses: 0,
@@ -283,6 +374,66 @@ mod tests {
         // Short tokens are hashed whole; lengths differ, hashes differ.
         assert_ne!(c.hash("abc"), c.hash("abcd"));
         assert_ne!(c.hash(&a), c.hash(&format!("{a}x")));
+    }
+
+    #[test]
+    fn sip_2_4_is_cores_siphasher_and_the_papers_vector() {
+        use core::hash::Hasher;
+        // The SipHash paper's test vector: key 00..0f, message 00..0e.
+        let key = (
+            u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]),
+            u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]),
+        );
+        let msg: Vec<u8> = (0..15).collect();
+        assert_eq!(sip::<2, 4>(key, &msg), 0xa129_ca61_49be_45e5);
+        // Every length around the word boundaries, several keys.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..=80usize {
+            let msg: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            for key in [(0, 0), (1, 2), (x, !x)] {
+                #[allow(deprecated)]
+                let mut h = core::hash::SipHasher::new_with_keys(key.0, key.1);
+                h.write(&msg);
+                assert_eq!(sip::<2, 4>(key, &msg), h.finish(), "len {len}, key {key:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_map_key_covers_the_length_and_both_ends() {
+        let c = TokenCache::with_hash_key(1, (5, 6));
+        let base = format!(
+            "{}{}{}",
+            "h".repeat(HASH_HEAD),
+            "m".repeat(50),
+            "t".repeat(HASH_TAIL)
+        );
+        let h = c.hash(&base);
+        // A change in the first HASH_HEAD or the last HASH_TAIL bytes changes the key...
+        for at in (0..HASH_HEAD).chain(base.len() - HASH_TAIL..base.len()) {
+            let mut b = base.clone().into_bytes();
+            b[at] = b'x';
+            let t = String::from_utf8(b).unwrap();
+            assert_ne!(c.hash(&t), h, "byte {at}");
+        }
+        // ...one in between does not (a hit is confirmed on the whole token).
+        let mut b = base.clone().into_bytes();
+        b[HASH_HEAD + 10] = b'x';
+        assert_eq!(c.hash(&String::from_utf8(b).unwrap()), h);
+        // The 1-3 instance, not 2-4.
+        let msg = [
+            &(base.len() as u64).to_le_bytes()[..],
+            &base.as_bytes()[..HASH_HEAD],
+            &base.as_bytes()[base.len() - HASH_TAIL..],
+        ]
+        .concat();
+        assert_eq!(h, sip::<1, 3>((5, 6), &msg));
+        assert_ne!(h, sip::<2, 4>((5, 6), &msg));
     }
 
     #[test]
