@@ -156,8 +156,8 @@ pub struct VerifiedToken {
 /// Hashes a [`TokenHash`] to itself: the table's keys are keyed (secret) hashes already, so
 /// hashing them again would only cost time. (The table was a B-tree: a search of several
 /// nodes per hit, each a likely cache miss with 1,000 tokens in use.)
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct KeyIsHash;
+#[derive(Debug, Clone, Copy)]
+struct KeyIsHash;
 
 impl BuildHasher for KeyIsHash {
     type Hasher = PassThrough;
@@ -167,8 +167,8 @@ impl BuildHasher for KeyIsHash {
 }
 
 /// The hasher of [`KeyIsHash`]: a `u64` written is the hash.
-#[derive(Debug, Default)]
-pub(crate) struct PassThrough(u64);
+#[derive(Debug)]
+struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn write(&mut self, bytes: &[u8]) {

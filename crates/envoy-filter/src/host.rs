@@ -15,8 +15,8 @@ use proxy_wasm::types::{BufferType, LogLevel, MapType};
 /// Milliseconds since the Unix epoch, by the host's clock (0 if the host has none).
 ///
 /// Read with the raw host call, not the SDK's `get_current_time`: that one panics on a
-/// status other than `Ok` (which would kill the VM), and its `SystemTime` round trip
-/// (`duration_since`, a 128-bit `as_millis`) was a tenth of a cache hit's own Wasm time.
+/// status other than `Ok` (which would kill the VM), and goes through `SystemTime`
+/// (`duration_since`, a 128-bit `as_millis`) for a number we only divide.
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code)] // one host call writing one u64 we own
 pub(crate) fn now_ms() -> u64 {
